@@ -1,0 +1,5 @@
+"""Entry point for ``python -m textclf``."""
+
+from textclf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,547 @@
+"""All I/O for the lake: a local directory or ``s3://bucket/prefix``.
+
+A *partition* is a folder written as a unit. Its data files are staged in a
+hidden ``_staging-*`` folder, the previous content is retired (manifest first,
+so it becomes invisible before anything else is touched), the staged files are
+moved into place and ``_MANIFEST.json`` is written last. A reader that only
+trusts manifested partitions therefore sees the old complete partition, the new
+complete one, or none, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from textclf.errors import (
+    ChecksumMismatchError,
+    PartitionNotFoundError,
+    StorageError,
+    UnsafeKeyError,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_MANIFEST.json"
+STAGING_PREFIX = "_staging-"
+PARQUET_COMPRESSION = "zstd"
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as an ISO-8601 string with a ``Z`` suffix."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def safe_key(key: str) -> str:
+    """Normalise a lake key, refusing anything that could escape the lake root."""
+    if not isinstance(key, str) or not key.strip():
+        raise UnsafeKeyError(f"lake key must be a non-empty string, got {key!r}")
+    if "\x00" in key or "\\" in key:
+        raise UnsafeKeyError(f"lake key {key!r} contains a NUL or backslash")
+    if key.startswith("/") or urlparse(key).scheme:
+        raise UnsafeKeyError(f"lake key {key!r} is absolute; keys are relative to the lake root")
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafeKeyError(f"lake key {key!r} contains '..'; keys may not leave the lake")
+    if not parts:
+        raise UnsafeKeyError(f"lake key {key!r} names the lake root itself")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach an S3-compatible endpoint; defaults come from the standard AWS variables."""
+
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls) -> S3Options:
+        """Read ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, region."""
+        return cls(
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        )
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        """Build a pyarrow S3 filesystem for these options."""
+        import pyarrow.fs as pafs
+
+        kwargs: dict[str, Any] = {"region": self.region or "us-east-1"}
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        if self.access_key and self.secret_key:
+            kwargs["access_key"] = self.access_key
+            kwargs["secret_key"] = self.secret_key
+        return pafs.S3FileSystem(**kwargs)
+
+
+def resolve_filesystem(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """Map a local path or ``s3://`` URI to a pyarrow filesystem and a path inside it."""
+    import pyarrow.fs as pafs
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: an S3 URI needs a bucket, as in s3://bucket/prefix")
+        path = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+        return (s3 or S3Options.from_env()).filesystem(), path
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme == "file" else uri
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+    raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r}; use a local path or s3://")
+
+
+def _wrap_os_error(what: str, exc: Exception) -> StorageError:
+    return StorageError(f"{what}: {exc}".splitlines()[0])
+
+
+class HashingSink:
+    """A writable file object that forwards bytes to a pyarrow stream and hashes them."""
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        self._stream = stream
+        self._sha = hashlib.sha256()
+        self._pos = 0
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._sha.update(data)
+        self._stream.write(data)
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+            self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self._pos
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a partition as recorded in its manifest."""
+
+    path: str
+    rows: int | None
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "bytes": self.bytes, "sha256": self.sha256}
+        if self.rows is not None:
+            out["rows"] = self.rows
+        return out
+
+
+class ParquetPartFile:
+    """A Parquet file being written into a partition's staging area."""
+
+    def __init__(self, sink: HashingSink, schema: pa.Schema, name: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.name = name
+        self.rows = 0
+        self._sink = sink
+        self._writer: pq.ParquetWriter = pq.ParquetWriter(
+            pa.PythonFile(sink, mode="w"), schema, compression=PARQUET_COMPRESSION
+        )
+
+    def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        if data.num_rows:
+            if hasattr(data, "to_batches"):
+                self._writer.write_table(data)
+            else:
+                self._writer.write_batch(data)
+            self.rows += data.num_rows
+
+    def close(self) -> FileEntry:
+        self._writer.close()
+        self._sink.close()
+        return FileEntry(self.name, self.rows, self._sink.size, self._sink.sha256)
+
+
+class PartitionWriter:
+    """Stages the files of one partition and commits them with a manifest written last.
+
+    Use as a context manager: on an exception the staging area is removed and the
+    previous partition, if any, is left untouched.
+    """
+
+    def __init__(self, lake: Lake, key: str) -> None:
+        self.lake = lake
+        self.key = safe_key(key)
+        self.staging = f"{self.key}/{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.files: list[FileEntry] = []
+        self._committed = False
+        self._open: list[ParquetPartFile] = []
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._committed:
+            self.abort()
+
+    def _check_name(self, name: str) -> str:
+        name = safe_key(name)
+        if name == MANIFEST or name.split("/")[0].startswith(STAGING_PREFIX):
+            raise UnsafeKeyError(f"{name!r} is reserved inside a partition")
+        return name
+
+    def parquet(self, name: str, schema: pa.Schema) -> ParquetPartFile:
+        """Open a Parquet file in the staging area; ``close()`` it, then it joins the manifest."""
+        name = self._check_name(name)
+        stream = self.lake.open_output(f"{self.staging}/{name}")
+        part = ParquetPartFile(HashingSink(stream), schema, name)
+        self._open.append(part)
+        return part
+
+    def close_parquet(self, part: ParquetPartFile) -> FileEntry:
+        """Finish a Parquet file and record it for the manifest."""
+        entry = part.close()
+        self._open.remove(part)
+        self.files.append(entry)
+        return entry
+
+    def add_bytes(self, name: str, data: bytes, rows: int | None = None) -> FileEntry:
+        """Stage a small file given as bytes (JSON, HTML, ...)."""
+        name = self._check_name(name)
+        with self.lake.open_output(f"{self.staging}/{name}") as out:
+            out.write(data)
+        entry = FileEntry(name, rows, len(data), hashlib.sha256(data).hexdigest())
+        self.files.append(entry)
+        return entry
+
+    def add_local_dir(self, name: str, local_dir: str) -> list[FileEntry]:
+        """Stage every file under a local directory below ``name``/."""
+        entries = []
+        for root, _dirs, filenames in os.walk(local_dir):
+            for filename in sorted(filenames):
+                full = os.path.join(root, filename)
+                rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+                with open(full, "rb") as fh:
+                    entries.append(self.add_bytes(f"{name}/{rel}", fh.read()))
+        return entries
+
+    def rewrite_parquet(self, entry: FileEntry, table: pa.Table) -> FileEntry:
+        """Replace a staged Parquet file's content, keeping its name (used to drop rows)."""
+        tmp_name = f"{entry.path}.rewrite"
+        part = self.parquet(tmp_name, table.schema)
+        part.write(table)
+        written = self.close_parquet(part)
+        self.lake.move(f"{self.staging}/{tmp_name}", f"{self.staging}/{entry.path}")
+        final = FileEntry(entry.path, written.rows, written.bytes, written.sha256)
+        self.files = [final if f is entry else f for f in self.files if f is not written]
+        return final
+
+    def staged_uri(self, entry: FileEntry) -> str:
+        """Key of a staged file, for reading it back before the commit."""
+        return f"{self.staging}/{entry.path}"
+
+    def commit(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Retire the previous partition, publish the staged files, write the manifest last."""
+        if self._open:
+            raise StorageError(f"{self.key}: commit with {len(self._open)} Parquet file(s) still open")
+        manifest: dict[str, Any] = {
+            "manifest_version": 1,
+            "partition": self.key,
+            "created_at": utc_now_iso(),
+            **(fields or {}),
+            "files": [f.as_dict() for f in self.files],
+        }
+        if all(f.rows is not None for f in self.files) and "rows" not in manifest:
+            manifest["rows"] = sum(f.rows or 0 for f in self.files)
+        lake = self.lake
+        lake.delete(f"{self.key}/{MANIFEST}")
+        staging_name = self.staging.rsplit("/", 1)[1]
+        for child in lake.list_children(self.key):
+            if child != staging_name:
+                lake.delete_tree(f"{self.key}/{child}")
+        for entry in self.files:
+            lake.move(f"{self.staging}/{entry.path}", f"{self.key}/{entry.path}")
+        lake.write_bytes(f"{self.key}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+        lake.delete_tree(self.staging)
+        self._committed = True
+        log.info("committed %s (%d files)", lake.uri_of(self.key), len(self.files))
+        return manifest
+
+    def abort(self) -> None:
+        """Remove the staging area; the previous partition stays as it was."""
+        for part in list(self._open):
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - best effort while already failing
+                pass
+        self._open.clear()
+        try:
+            self.lake.delete_tree(self.staging)
+        except StorageError:
+            log.warning("could not remove staging area %s", self.lake.uri_of(self.staging))
+
+
+class Lake:
+    """A lake rooted at a local directory or an ``s3://bucket/prefix`` URI."""
+
+    def __init__(self, uri: str, s3: S3Options | None = None) -> None:
+        self.uri = uri.rstrip("/") if uri not in ("/",) else uri
+        self.fs, self.root = resolve_filesystem(self.uri, s3)
+        self.is_local = self.uri.startswith("file:") or "://" not in self.uri
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # -- keys ---------------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """Filesystem path of a key (inside the lake, checked)."""
+        return f"{self.root}/{safe_key(key)}"
+
+    def uri_of(self, key: str) -> str:
+        """Full URI of a key, for messages and manifests."""
+        return f"{self.uri}/{safe_key(key)}"
+
+    # -- plain objects -----------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        import pyarrow.fs as pafs
+
+        try:
+            return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
+        except OSError as exc:
+            raise _wrap_os_error(self.uri_of(key), exc) from exc
+
+    def open_output(self, key: str) -> pa.NativeFile:
+        path = self.path(key)
+        try:
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(path), recursive=True)
+            return self.fs.open_output_stream(path)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+
+    def open_input(self, key: str) -> pa.NativeFile:
+        try:
+            return self.fs.open_input_file(self.path(key))
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.uri_of(key)} does not exist") from exc
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Write an object in one piece (atomically on a local disk: temp file, then rename)."""
+        if self.is_local:
+            path = self.path(key)
+            tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}"
+            with self.open_output(posixpath.relpath(tmp, self.root)) as out:
+                out.write(data)
+            os.replace(tmp, path)
+        else:
+            with self.open_output(key) as out:
+                out.write(data)
+        return self.uri_of(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open_input(key) as src:
+            return src.read()
+
+    def write_json(self, key: str, obj: Any) -> str:
+        return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
+
+    def read_json(self, key: str) -> Any:
+        try:
+            return json.loads(self.read_bytes(key))
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.uri_of(key)} is not valid JSON: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        """Delete one object if it exists."""
+        try:
+            self.fs.delete_file(self.path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if self.exists(key):
+                raise _wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
+
+    def delete_tree(self, key: str) -> None:
+        """Delete a key and everything below it, if present."""
+        import pyarrow.fs as pafs
+
+        path = self.path(key)
+        try:
+            info = self.fs.get_file_info(path)
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(path)
+            elif info.type == pafs.FileType.File:
+                self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
+
+    def move(self, src: str, dst: str) -> None:
+        try:
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(self.path(dst)), recursive=True)
+            self.fs.move(self.path(src), self.path(dst))
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot move {self.uri_of(src)}", exc) from exc
+
+    def list_children(self, key: str) -> list[str]:
+        """Names directly below a key (files and folders), sorted."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.path(key), allow_not_found=True, recursive=False)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
+        return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+    def list_files(self, key: str) -> list[str]:
+        """Keys of every file below a key, sorted."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.path(key), allow_not_found=True, recursive=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
+        base = self.root + "/"
+        return sorted(i.path[len(base) :] for i in infos if i.type == pafs.FileType.File)
+
+    # -- partitions --------------------------------------------------------------------
+    def partition(self, key: str) -> PartitionWriter:
+        """Start writing a partition; see ``PartitionWriter``."""
+        return PartitionWriter(self, key)
+
+    def read_manifest(self, key: str) -> dict[str, Any] | None:
+        """The manifest of a committed partition, or None when there is none."""
+        manifest_key = f"{safe_key(key)}/{MANIFEST}"
+        if not self.exists(manifest_key):
+            return None
+        return self.read_json(manifest_key)
+
+    def require_manifest(self, key: str) -> dict[str, Any]:
+        manifest = self.read_manifest(key)
+        if manifest is None:
+            raise PartitionNotFoundError(f"no committed partition at {self.uri_of(key)} (no {MANIFEST})")
+        return manifest
+
+    def list_partitions(self, key: str) -> list[str]:
+        """Keys of the committed partitions directly below a key, sorted."""
+        parent = safe_key(key)
+        found = []
+        for child in self.list_children(parent):
+            if "=" in child and self.exists(f"{parent}/{child}/{MANIFEST}"):
+                found.append(f"{parent}/{child}")
+        return found
+
+    def partition_files(self, key: str, suffix: str = ".parquet") -> list[str]:
+        """Keys of a committed partition's data files, as listed in its manifest."""
+        manifest = self.require_manifest(key)
+        return [f"{safe_key(key)}/{f['path']}" for f in manifest["files"] if f["path"].endswith(suffix)]
+
+    def parquet_file(self, key: str) -> pq.ParquetFile:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.open_input(key))
+        except StorageError:
+            raise
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for damaged files
+            raise StorageError(f"{self.uri_of(key)} is not a readable Parquet file: {exc}") from exc
+
+    def iter_batches(
+        self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream record batches of a committed partition's Parquet files."""
+        for file_key in self.partition_files(key):
+            pf = self.parquet_file(file_key)
+            missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
+            if missing:
+                raise StorageError(f"{self.uri_of(file_key)} has no column(s) {', '.join(missing)}")
+            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        """Read a whole committed partition into memory (small partitions only)."""
+        import pyarrow as pa
+
+        tables = [self.parquet_file(k).read(columns=columns) for k in self.partition_files(key)]
+        if not tables:
+            raise PartitionNotFoundError(f"{self.uri_of(key)} has no Parquet files")
+        return pa.concat_tables(tables)
+
+    def verify(self, key: str) -> dict[str, Any]:
+        """Check every file of a committed partition against its manifest's sha256."""
+        manifest = self.require_manifest(key)
+        for entry in manifest["files"]:
+            file_key = f"{safe_key(key)}/{entry['path']}"
+            sha = hashlib.sha256()
+            with self.open_input(file_key) as src:
+                while chunk := src.read(8 << 20):
+                    sha.update(chunk)
+            if sha.hexdigest() != entry["sha256"]:
+                raise ChecksumMismatchError(
+                    f"{self.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match the manifest's "
+                    f"{entry['sha256']}; the file was changed after it was written"
+                )
+        return manifest
+
+
+def open_source(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and path of an input file given as a local path or ``s3://`` URI."""
+    fs, path = resolve_filesystem(uri, s3)
+    import pyarrow.fs as pafs
+
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:
+        raise _wrap_os_error(f"cannot reach {uri}", exc) from exc
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{uri} does not exist")
+    if info.type != pafs.FileType.File:
+        raise StorageError(f"{uri} is not a file")
+    return fs, path
