@@ -371,6 +371,9 @@ def _remove_rows(dwriter: PartitionWriter, data: _DataFiles, drop: dict[int, str
                             rows.column("text"), source_files=rows.column("source_file"))
             keep = np.ones(n, dtype=bool)
             keep[local] = False
-            data.entries[index] = dwriter.rewrite_parquet(entry, table.filter(pa.array(keep)))
+            if keep.any() or index == 0:  # keep part-00000 even if empty: it carries the schema
+                data.entries[index] = dwriter.rewrite_parquet(entry, table.filter(pa.array(keep)))
+            else:
+                dwriter.drop_file(entry)
         offset += n
     return int((reasons == "duplicate").sum())

@@ -278,6 +278,11 @@ class PartitionWriter:
         self.files = [final if f is entry else f for f in self.files if f is not written]
         return final
 
+    def drop_file(self, entry: FileEntry) -> None:
+        """Remove a staged file and its manifest entry."""
+        self.files = [f for f in self.files if f is not entry]
+        self.lake.delete(f"{self.staging}/{entry.path}")
+
     def staged_uri(self, entry: FileEntry) -> str:
         """Key of a staged file, for reading it back before the commit."""
         return f"{self.staging}/{entry.path}"
@@ -293,8 +298,8 @@ class PartitionWriter:
             **(fields or {}),
             "files": [f.as_dict() for f in self.files],
         }
-        if all(f.rows is not None for f in self.files) and "rows" not in manifest:
-            manifest["rows"] = sum(f.rows or 0 for f in self.files)
+        if "rows" not in manifest and any(f.rows is not None for f in self.files):
+            manifest["rows"] = sum(f.rows for f in self.files if f.rows is not None)
         lake = self.lake
         lake.delete(f"{self.key}/{MANIFEST}")
         staging_name = self.staging.rsplit("/", 1)[1]

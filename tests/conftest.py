@@ -1,0 +1,58 @@
+"""Shared fixtures: a real SeaweedFS S3 server on loopback, and lakes on disk and on S3."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.s3server import S3Server, start_s3_server
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS server for the session, stopped by its PID at the end."""
+    server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Point the standard AWS variables at the test server."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture
+def s3_lake(s3_env: S3Server) -> str:
+    """A fresh bucket on the real S3 server, as a lake URI."""
+    bucket = f"lake-{uuid.uuid4().hex[:10]}"
+    s3_env.create_bucket(bucket)
+    return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def lake_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a local-directory lake and on an S3 lake."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("s3_lake")
+
+
+def write_csv(path: Path, rows: list[tuple], header: tuple = ("id", "text", "label")) -> Path:
+    """Write rows as CSV with the csv module (quoting as a spreadsheet would)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -1,0 +1,141 @@
+"""The ``textclf`` command line.
+
+Conventions: human progress and logs go to stderr; the last stdout line is one JSON
+object summarising what was written; failures print one line and exit non-zero
+(2 usage, 3 unreadable input file, 4 validation failed, 5 storage, 1 anything else).
+``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from textclf import __version__
+from textclf.errors import TextclfError
+
+log = logging.getLogger("textclf")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _lake_and_kind(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    parser.add_argument("--kind", required=True, choices=["labeled", "unlabeled"])
+    parser.add_argument("--date", help="ingest date YYYY-MM-DD (default: today, UTC)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"textclf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="ingest CSV/TSV/JSONL/Parquet files into a dataset partition")
+    _lake_and_kind(p)
+    p.add_argument("--id-col", help="id column (default: id; without one, ids are hashes of the text)")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="label", help="label column for labeled data (default: label)")
+    p.add_argument("--max-text-chars", type=int, default=100_000,
+                   help="quarantine texts longer than this (default: 100000)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="local path or s3:// URI (.gz/.zst allowed)")
+    _common(p)
+
+    p = sub.add_parser("validate", help="run the Great Expectations suites on a dataset partition")
+    _lake_and_kind(p)
+    p.add_argument("--min-examples-per-class", type=int, default=10)
+    p.add_argument("--max-text-chars", type=int, default=100_000)
+    _common(p)
+
+    p = sub.add_parser("demo", help="generate the demo corpus and run the pipeline's stages on it")
+    p.add_argument("--lake", default="demo/lake", help="lake root (default: demo/lake)")
+    p.add_argument("--date", help="ingest date YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--labeled-rows", type=int, default=6_000)
+    p.add_argument("--unlabeled-rows", type=int, default=2_000)
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    return parser
+
+
+def cmd_ingest(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import IngestConfig, parse_date
+    from textclf.ingest import ingest
+
+    config = IngestConfig(
+        kind=args.kind, date=parse_date(args.date), id_col=args.id_col or "id", text_col=args.text_col,
+        label_col=args.label_col, id_col_required=args.id_col is not None, max_text_chars=args.max_text_chars,
+    )
+    return ingest(args.lake, args.sources, config, progress).summary()
+
+
+def cmd_validate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import ValidationConfig, parse_date
+    from textclf.validation import validate
+
+    config = ValidationConfig(min_examples_per_class=args.min_examples_per_class, max_text_chars=args.max_text_chars)
+    return validate(args.lake, args.kind, parse_date(args.date), config, progress).summary()
+
+
+def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import parse_date
+    from textclf.demo import DemoConfig, run_demo
+
+    config = DemoConfig(lake=args.lake, date=parse_date(args.date), labeled_rows=args.labeled_rows,
+                        unlabeled_rows=args.unlabeled_rows, seed=args.seed)
+    return run_demo(config, progress)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
+    "ingest": cmd_ingest,
+    "validate": cmd_validate,
+    "demo": cmd_demo,
+}
+
+
+def _configure_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("textclf")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    from textclf.progress import BarProgress, NoProgress
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.debug, args.quiet)
+    progress = NoProgress() if args.quiet else BarProgress()
+    try:
+        summary = COMMANDS[args.command](args, progress)
+    except TextclfError as exc:
+        progress.close()
+        if args.debug:
+            log.exception("failed")
+        print(f"textclf {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"textclf {args.command}: interrupted; nothing was committed by the unfinished step", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
+        progress.close()
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"textclf {args.command}: internal error: {type(exc).__name__}: {first} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, default=str, ensure_ascii=False))
+    return 0
