@@ -89,7 +89,19 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
     config = DemoConfig(lake=args.lake, date=parse_date(args.date), labeled_rows=args.labeled_rows,
                         unlabeled_rows=args.unlabeled_rows, seed=args.seed)
-    return run_demo(config, progress)
+    summary = run_demo(config, progress)
+    lines = [f"\nDemo lake: {summary['lake']}"]
+    for kind in ("labeled", "unlabeled"):
+        part = summary[kind]
+        lines += [
+            f"  {kind}: {part['rows']} rows kept, {part['quarantined_rows']} quarantined, "
+            f"{part['duplicates_removed']} duplicates removed (of {part['input_rows']})",
+            f"    data:       {part['dataset']}",
+            f"    quarantine: {part['quarantine']}",
+            f"    Data Docs:  {part['validation']['data_docs']}",
+        ]
+    print("\n".join(lines), file=sys.stderr)
+    return summary
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {

@@ -133,8 +133,9 @@ class _Rejects:
         self.part.write(
             pa.RecordBatch.from_arrays(
                 [pa.array([reason] * n, pa.string()), pa.array(details, pa.string()),
-                 col(source_files if source_files is not None else [source_file] * n, pa.string()), col(rows, pa.int64()), col(ids, pa.string()),
-                 col(labels, pa.string()), col(texts, pa.string()), col(raw_bytes, pa.binary())],
+                 col(source_files if source_files is not None else [source_file] * n, pa.string()),
+                 col(rows, pa.int64()), col(ids, pa.string()), col(labels, pa.string()), col(texts, pa.string()),
+                 col(raw_bytes, pa.binary())],
                 schema=quarantine_schema(),
             )
         )

@@ -69,7 +69,8 @@ def detect_format(uri: str) -> tuple[str, str | None]:
     fmt = FORMATS.get(ext)
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
-        raise InputFileError(uri, f"unknown file type {ext or '(none)'!r}; expected one of {known} (optionally .gz or .zst)")
+        raise InputFileError(
+            uri, f"unknown file type {ext or '(none)'!r}; expected one of {known} (optionally .gz or .zst)")
     if fmt == "parquet" and codec:
         raise InputFileError(uri, "compressed Parquet is not supported; Parquet compresses its pages itself")
     return fmt, codec
@@ -292,7 +293,8 @@ class SourceReader:
             self._raw = self.fs.open_input_file(self.path)
             pf = pq.ParquetFile(self._raw)
         except (pa.ArrowException, OSError) as exc:
-            raise InputFileError(self.uri, f"not a readable Parquet file (truncated or another format): {_first_line(exc)}") from exc
+            raise InputFileError(
+                self.uri, f"not a readable Parquet file (truncated or another format): {_first_line(exc)}") from exc
         roles = self._check_columns(pf.schema_arrow.names)
         include = [c for c in roles.values() if c]
         row = 0

@@ -332,9 +332,10 @@ class Lake:
     """A lake rooted at a local directory or an ``s3://bucket/prefix`` URI."""
 
     def __init__(self, uri: str, s3: S3Options | None = None) -> None:
-        self.uri = uri.rstrip("/") if uri not in ("/",) else uri
-        self.fs, self.root = resolve_filesystem(self.uri, s3)
-        self.is_local = self.uri.startswith("file:") or "://" not in self.uri
+        self.fs, self.root = resolve_filesystem(uri.rstrip("/") or uri, s3)
+        self.is_local = uri.startswith("file:") or "://" not in uri
+        # local lakes are named by their absolute path, so printed locations work from anywhere
+        self.uri = self.root if self.is_local else uri.rstrip("/")
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -456,6 +457,20 @@ class Lake:
             raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
         base = self.root + "/"
         return sorted(i.path[len(base) :] for i in infos if i.type == pafs.FileType.File)
+
+    def upload(self, local_path: str, key: str) -> str:
+        """Copy a local file into the lake (streamed, any size)."""
+        import pyarrow.fs as pafs
+
+        dest = self.path(key)
+        try:
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(dest), recursive=True)
+            pafs.copy_files(os.path.abspath(local_path), dest, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot upload {local_path} to {self.uri_of(key)}", exc) from exc
+        return self.uri_of(key)
 
     # -- partitions --------------------------------------------------------------------
     def partition(self, key: str) -> PartitionWriter:
