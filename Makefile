@@ -1,4 +1,6 @@
 # Every target installs what it needs into ./.venv first; nothing is done by hand.
+# requirements*.txt pin the direct dependencies; constraints.txt (pip freeze of a tested
+# install) pins everything else, so a fresh machine gets exactly the tested set.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -15,10 +17,10 @@ help:
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make clean       remove the demo lake and build outputs"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
