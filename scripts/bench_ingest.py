@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 
 
-def generate(path: Path, size_bytes: int) -> None:
+def generate(path: Path, size_bytes: int, dirty_fraction: float) -> None:
     from textclf.corpus import CorpusSpec, write_corpus_to_size
 
     if path.exists() and abs(path.stat().st_size - size_bytes) < 0.05 * size_bytes:
         print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)", file=sys.stderr)
         return
     t0 = time.perf_counter()
-    stats = write_corpus_to_size(CorpusSpec(rows=0, labeled=True, seed=7), path, size_bytes)
+    spec = CorpusSpec(rows=0, labeled=True, seed=7, dirty_fraction=dirty_fraction)
+    stats = write_corpus_to_size(spec, path, size_bytes)
     print(f"generated {stats.rows:,} rows, {stats.bytes / 1e6:.0f} MB in {time.perf_counter() - t0:.0f}s",
           file=sys.stderr)
 
@@ -82,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--dir", default="bench-data", help="where the generated CSV and outputs go")
+    parser.add_argument("--dirty-fraction", type=float, default=0.0,
+                        help="share of malformed rows mixed in (exercises quarantine and dedup)")
     parser.add_argument("--child", choices=["baseline", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -91,8 +94,9 @@ def main() -> None:
         return
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
-    src = base / f"corpus-{args.size_gb:g}gb.csv"
-    generate(src, int(args.size_gb * 1e9))
+    dirty = f"-dirty{args.dirty_fraction:g}" if args.dirty_fraction else ""
+    src = base / f"corpus-{args.size_gb:g}gb{dirty}.csv"
+    generate(src, int(args.size_gb * 1e9), args.dirty_fraction)
     work = base / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

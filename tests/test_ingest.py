@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_csv
 from textclf.config import IngestConfig
 from textclf.errors import InputFileError
-from textclf.ingest import dataset_key, find_duplicates, ingest, quarantine_key
+from textclf.ingest import dataset_key, duplicate_id_positions, ingest, quarantine_key, resolve_duplicates
 from textclf.storage import Lake
 
 DATE = "2026-11-21"
@@ -167,14 +167,27 @@ def test_duplicates_across_files_batches_and_part_files(tmp_path: Path) -> None:
     Lake(str(tmp_path / "lake")).verify(dataset_key("labeled", DATE))
 
 
-def test_find_duplicates_rules() -> None:
+def test_resolve_duplicates_rules() -> None:
+    rows = [(0, "1", "a", "x"), (1, "2", "b", "x"), (2, "1", "a", "x"), (3, "3", "c", "x"), (4, "3", "c", "y"),
+            (5, "4", "d", "x"), (6, "4", "d", "x"), (7, "4", "other", "x")]
+    assert resolve_duplicates(rows) == {
+        2: "duplicate", 3: "conflicting_label", 4: "conflicting_label", 6: "duplicate", 7: "duplicate_id"}
+
+
+def test_duplicate_id_positions() -> None:
     import numpy as np
 
-    ids = np.array([1, 2, 1, 3, 3, 4, 4, 4], np.uint64)
-    content = np.array([10, 20, 10, 30, 31, 40, 40, 41], np.uint64)
-    labels = np.array([0, 0, 0, 0, 1, 0, 0, 0], np.uint64)
-    assert find_duplicates(ids, content, labels) == {
-        2: "duplicate", 3: "conflicting_label", 4: "conflicting_label", 6: "duplicate", 7: "duplicate_id"}
+    assert duplicate_id_positions(np.array([5, 1, 5, 2, 1, 9], np.uint64)).tolist() == [0, 1, 2, 4]
+
+
+def test_single_worker_gives_the_same_partition(tmp_path: Path) -> None:
+    src = tmp_path / "dirty.csv"
+    src.write_bytes(DIRTY_CSV * 3)
+    one = ingest(str(tmp_path / "one"), [str(src)], labeled(workers=1, batch_rows=4)).manifest
+    two = ingest(str(tmp_path / "two"), [str(src)], labeled(workers=3, batch_rows=4)).manifest
+    for key in ("input_rows", "rows", "quarantined_rows", "duplicates_removed", "quarantine_reasons"):
+        assert one[key] == two[key]
+    assert read(str(tmp_path / "one")) == read(str(tmp_path / "two"))
 
 
 def test_unlabeled_ignores_label_column(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ class IngestConfig:
     max_text_chars: int = 100_000  # longer texts are quarantined as text_too_long
     batch_rows: int = 65_536
     max_rows_per_file: int = 1_000_000
+    workers: int = 0  # threads normalising batches; 0: one per core, at most 4
 
     def __post_init__(self) -> None:
         parse_kind(self.kind)

@@ -788,7 +788,7 @@ def _write(
         try:
             if writer is not None:
                 writer.close()
-        except Exception:  # the original error is the one worth reporting
+        except Exception:  # noqa: BLE001 - the original error is the one worth reporting
             logger.debug("closing %s after an error failed", tmp, exc_info=True)
         tmp.unlink(missing_ok=True)
         raise

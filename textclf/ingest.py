@@ -12,8 +12,11 @@ Every input row ends up in exactly one place, and the manifest proves it:
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from textclf import __version__
@@ -21,7 +24,7 @@ from textclf.config import IngestConfig
 from textclf.errors import TextclfError
 from textclf.progress import NoProgress, Progress
 from textclf.sources import ColumnNames, SourceBatch, SourceReader
-from textclf.storage import Lake, PartitionWriter
+from textclf.storage import FileEntry, Lake, PartitionWriter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,19 +94,34 @@ class IngestResult:
                 **{k: self.manifest[k] for k in keys}}
 
 
-@dataclass
-class _Hashes:
-    """Per kept row: 64-bit hashes of id, content and label, for duplicate detection."""
-
-    id: list[np.ndarray] = field(default_factory=list)
-    content: list[np.ndarray] = field(default_factory=list)
-    label: list[np.ndarray] = field(default_factory=list)
-
-
-def _hash_strings(arr: pa.Array) -> np.ndarray:
+def _hash_ids(arr: pa.Array) -> np.ndarray:
+    """64-bit hashes of doc ids; equal ids hash equal, so only hash-equal rows need comparing."""
     import pandas as pd
 
     return pd.util.hash_array(arr.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+
+
+def reject_batch(reason: str, detail: list[str] | str, source_files: Any, rows: Any, ids: Any = None,
+                 labels: Any = None, texts: Any = None, raw_bytes: Any = None) -> pa.RecordBatch:
+    """Quarantine rows in the quarantine schema; scalars (reason, detail, source) are repeated."""
+    import pyarrow as pa
+
+    n = len(rows)
+
+    def col(values: Any, type_: pa.DataType) -> pa.Array:
+        if values is None:
+            return pa.nulls(n, type_)
+        if isinstance(values, str):
+            return pa.array([values] * n, type_)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        return values.cast(type_) if isinstance(values, pa.Array) else pa.array(values, type_)
+
+    return pa.RecordBatch.from_arrays(
+        [col(reason, pa.string()), col(detail, pa.string()), col(source_files, pa.string()), col(rows, pa.int64()),
+         col(ids, pa.string()), col(labels, pa.string()), col(texts, pa.string()), col(raw_bytes, pa.binary())],
+        schema=quarantine_schema(),
+    )
 
 
 class _Rejects:
@@ -114,32 +132,10 @@ class _Rejects:
         self.writer = writer
         self.reasons: Counter[str] = Counter()
 
-    def add(self, reason: str, detail: list[str] | str, source_file: str, rows: pa.Array, ids: Any,
-            labels: Any, texts: Any, raw_bytes: Any = None, source_files: Any = None) -> None:
-        import pyarrow as pa
-
-        n = len(rows)
-        if n == 0:
-            return
-        details = [detail] * n if isinstance(detail, str) else detail
-
-        def col(values: Any, type_: pa.DataType) -> pa.Array:
-            if values is None:
-                return pa.nulls(n, type_)
-            if isinstance(values, pa.ChunkedArray):
-                values = values.combine_chunks()
-            return values.cast(type_) if isinstance(values, pa.Array) else pa.array(values, type_)
-
-        self.part.write(
-            pa.RecordBatch.from_arrays(
-                [pa.array([reason] * n, pa.string()), pa.array(details, pa.string()),
-                 col(source_files if source_files is not None else [source_file] * n, pa.string()),
-                 col(rows, pa.int64()), col(ids, pa.string()), col(labels, pa.string()), col(texts, pa.string()),
-                 col(raw_bytes, pa.binary())],
-                schema=quarantine_schema(),
-            )
-        )
-        self.reasons[reason] += n
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.part.write(batch)
+            self.reasons.update(batch.column("reason").to_pylist())
 
     def close(self) -> int:
         return self.writer.close_parquet(self.part).rows or 0
@@ -178,32 +174,28 @@ class _DataFiles:
             self._close_current()
 
 
-def _process_batch(
-    batch: SourceBatch, source: str, config: IngestConfig, rejects: _Rejects
-) -> pa.Table | None:
-    """Decode, normalise and check one batch; quarantine bad rows and return the good ones."""
+def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tuple[pa.Table | None,
+                                                                                  list[pa.RecordBatch]]:
+    """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows). Pure."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from textclf.normalize import decode_array, normalize_text, text_doc_ids
 
     labeled = config.kind == "labeled"
-    for bad in batch.malformed:
-        rejects.add("malformed_row", bad.detail, source, pa.array([bad.source_row], pa.int64()), None, None,
-                    [bad.raw])
+    rejected = [reject_batch("malformed_row", [m.detail for m in batch.malformed], source,
+                             [m.source_row for m in batch.malformed], texts=[m.raw for m in batch.malformed])
+                ] if batch.malformed else []
     if batch.num_rows == 0:
-        return None
+        return None, rejected
 
     texts, undecodable = decode_array(batch.texts)
     ids = pc.utf8_trim_whitespace(batch.ids.cast(pa.string())) if batch.ids is not None else None
     labels = pc.utf8_trim_whitespace(batch.labels.cast(pa.string())) if batch.labels is not None else None
-    original = pc.if_else(undecodable, pa.nulls(len(texts), pa.string()), texts)
-    lengths = pc.fill_null(pc.utf8_length(original), 0)
+    lengths = pc.fill_null(pc.utf8_length(texts), 0)
     too_long = pc.greater(lengths, config.max_text_chars)
     normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
     empty = pc.fill_null(pc.equal(pc.utf8_length(normalized), 0), True)
-    no_id = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True) if ids is not None else None
-    no_label = pc.fill_null(pc.equal(pc.utf8_length(labels), 0), True) if labeled else None
 
     # First matching reason wins; `taken` marks rows already quarantined.
     checks: list[tuple[str, pa.Array, Any]] = [
@@ -212,66 +204,143 @@ def _process_batch(
                                                  for n in pc.filter(lengths, sel).to_pylist()]),
         ("empty_text", empty, "text is empty after normalisation"),
     ]
-    if no_id is not None:
-        checks.append(("missing_id", no_id, f"column {config.id_col!r} is empty"))
-    if no_label is not None:
-        checks.append(("missing_label", no_label, f"column {config.label_col!r} is empty"))
+    if ids is not None:
+        checks.append(("missing_id", pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True),
+                       f"column {config.id_col!r} is empty"))
+    if labeled:
+        checks.append(("missing_label", pc.fill_null(pc.equal(pc.utf8_length(labels), 0), True),
+                       f"column {config.label_col!r} is empty"))
 
-    taken = pa.array([False] * len(texts)) if len(texts) else pa.array([], pa.bool_())
+    taken = pc.equal(lengths, -1)  # all False
     for reason, mask, detail in checks:
         sel = pc.and_(mask, pc.invert(taken))
         if not pc.any(sel).as_py():
             continue
         taken = pc.or_(taken, sel)
-        raw_bytes = None
-        shown = pc.filter(original, sel)
+        shown, raw_bytes = pc.filter(texts, sel), None
         if reason == "invalid_encoding":
-            raw = pc.filter(batch.texts, sel).cast(pa.binary())
-            raw_bytes = raw
-            shown = pa.array([b.decode("utf-8", "backslashreplace") for b in raw.to_pylist()], pa.string())
-        rejects.add(reason, detail(sel) if callable(detail) else detail, source, pc.filter(batch.source_rows, sel),
-                    pc.filter(ids, sel) if ids is not None else None,
-                    pc.filter(labels, sel) if labels is not None else None, shown, raw_bytes)
+            raw_bytes = pc.filter(batch.texts, sel).cast(pa.binary())
+            shown = [b.decode("utf-8", "backslashreplace") for b in raw_bytes.to_pylist()]
+        rejected.append(reject_batch(
+            reason, detail(sel) if callable(detail) else detail, source, pc.filter(batch.source_rows, sel),
+            pc.filter(ids, sel) if ids is not None else None, pc.filter(labels, sel) if labels is not None else None,
+            shown, raw_bytes))
 
     keep = pc.invert(taken)
     kept_text = pc.filter(normalized, keep)
     if len(kept_text) == 0:
-        return None
-    kept_ids = pc.filter(ids, keep) if ids is not None else text_doc_ids(kept_text)
-    columns = {"doc_id": kept_ids, "text": kept_text}
+        return None, rejected
+    columns = {"doc_id": pc.filter(ids, keep) if ids is not None else text_doc_ids(kept_text), "text": kept_text}
     if labeled:
         columns["label"] = pc.filter(labels, keep)
-    columns["source_file"] = pa.array([source] * len(kept_text), pa.string())
+    columns["source_file"] = pa.repeat(pa.scalar(source, pa.string()), len(kept_text))
     columns["source_row"] = pc.filter(batch.source_rows, keep)
-    return pa.table(columns, schema=dataset_schema(labeled))
+    return pa.table(columns, schema=dataset_schema(labeled)), rejected
 
 
-def find_duplicates(id_hash: np.ndarray, content_hash: np.ndarray, label_hash: np.ndarray) -> dict[int, str]:
-    """Row positions to drop, with the reason: ``duplicate``, ``conflicting_label`` or ``duplicate_id``.
+def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ahead: int) -> Iterator[Any]:
+    """``map`` over a thread pool, results in input order, at most ``ahead`` items in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
-    Within each group of rows sharing an id: if the labels differ, every row is a
-    conflict; otherwise the first row is kept, later rows with the same content are
-    exact duplicates and later rows with other content are ``duplicate_id``.
-    """
+
+def duplicate_id_positions(id_hash: np.ndarray) -> np.ndarray:
+    """Sorted positions of rows whose id hash occurs more than once."""
     import numpy as np
 
-    n = len(id_hash)
-    if n < 2:
-        return {}
+    if len(id_hash) < 2:
+        return np.zeros(0, np.int64)
     order = np.argsort(id_hash, kind="stable")
     sorted_ids = id_hash[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    sizes = np.diff(np.r_[starts, n])
+    repeated = np.r_[sorted_ids[1:] == sorted_ids[:-1], False] | np.r_[False, sorted_ids[1:] == sorted_ids[:-1]]
+    return np.sort(order[repeated])
+
+
+def resolve_duplicates(rows: list[tuple[int, str, str, str | None]]) -> dict[int, str]:
+    """Rows to drop among ``(position, doc_id, text, label)``, with the reason. Pure.
+
+    Within each group of rows sharing an id: if the labels differ, every row is a
+    ``conflicting_label``; otherwise the first row is kept, later rows with the same text
+    are exact duplicates (``duplicate``) and later rows with another text ``duplicate_id``.
+    """
+    groups: dict[str, list[tuple[int, str, str | None]]] = {}
+    for pos, doc_id, text, label in sorted(rows):
+        groups.setdefault(doc_id, []).append((pos, text, label))
     drop: dict[int, str] = {}
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-        group = order[start : start + size]  # ascending positions: stable sort keeps input order
-        if len(set(label_hash[group].tolist())) > 1:
-            drop.update({int(p): "conflicting_label" for p in group})
+    for members in groups.values():
+        if len(members) < 2:
             continue
-        first_content = content_hash[group[0]]
-        for p in group[1:]:
-            drop[int(p)] = "duplicate" if content_hash[p] == first_content else "duplicate_id"
+        if len({label for _, _, label in members}) > 1:
+            drop.update({pos: "conflicting_label" for pos, _, _ in members})
+            continue
+        first_text = members[0][1]
+        for pos, text, _ in members[1:]:
+            drop[pos] = "duplicate" if text == first_text else "duplicate_id"
     return drop
+
+
+def _file_ranges(entries: list[FileEntry]) -> Iterator[tuple[int, FileEntry, int]]:
+    offset = 0
+    for index, entry in enumerate(list(entries)):
+        yield index, entry, offset
+        offset += entry.rows or 0
+
+
+def _deduplicate(dwriter: PartitionWriter, data: _DataFiles, id_hash: np.ndarray, rejects: _Rejects) -> int:
+    """Drop repeated rows from the staged files; quarantine conflicts; return exact duplicates removed.
+
+    Only rows whose id hash repeats are read back and compared by value, so clean data
+    costs nothing here and a hash collision cannot merge two different ids.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    candidates = duplicate_id_positions(id_hash)
+    if not len(candidates):
+        return 0
+    columns = ["doc_id", "text"] + (["label"] if "label" in data.schema.names else [])
+    rows: list[tuple[int, str, str, str | None]] = []
+    for _, entry, offset in _file_ranges(data.entries):
+        local = candidates[(candidates >= offset) & (candidates < offset + (entry.rows or 0))] - offset
+        if len(local):
+            table = dwriter.lake.parquet_file(dwriter.staged_uri(entry)).read(columns=columns).take(local)
+            labels = table.column("label").to_pylist() if "label" in columns else [None] * len(local)
+            rows += zip((local + offset).tolist(), table.column("doc_id").to_pylist(),
+                        table.column("text").to_pylist(), labels, strict=True)
+    drop = resolve_duplicates(rows)
+    if not drop:
+        return 0
+    positions = np.fromiter(drop, dtype=np.int64)
+    reasons = np.array(list(drop.values()))
+    for index, entry, offset in _file_ranges(data.entries):
+        n = entry.rows or 0
+        in_file = (positions >= offset) & (positions < offset + n)
+        if not in_file.any():
+            continue
+        table = dwriter.lake.parquet_file(dwriter.staged_uri(entry)).read()
+        local, local_reasons = positions[in_file] - offset, reasons[in_file]
+        for reason, detail in (("conflicting_label", "the same id has different labels in this partition"),
+                               ("duplicate_id", "an earlier row has this id with a different text")):
+            picked = table.take(pa.array(np.sort(local[local_reasons == reason]), pa.int64()))
+            rejects.write(reject_batch(
+                reason, detail, picked.column("source_file"), picked.column("source_row"), picked.column("doc_id"),
+                picked.column("label") if "label" in columns else None, picked.column("text")))
+        keep = np.ones(n, dtype=bool)
+        keep[local] = False
+        if keep.any() or index == 0:  # part-00000 stays even if empty: it carries the schema
+            data.entries[index] = dwriter.rewrite_parquet(entry, table.filter(pa.array(keep)))
+        else:
+            dwriter.drop_file(entry)
+    return int((reasons == "duplicate").sum())
 
 
 def ingest(
@@ -288,56 +357,55 @@ def ingest(
     columns = ColumnNames(config.id_col, config.text_col, config.label_col, config.id_col_required)
     readers = [SourceReader(uri, columns, labeled, config.batch_rows) for uri in sources]
     total_bytes = sum(r.size for r in readers)
-    log.info("ingesting %d file(s), %d bytes, into %s", len(readers), total_bytes,
-             lake.uri_of(dataset_key(config.kind, config.date)))
+    workers = config.workers or min(4, os.cpu_count() or 1)
+    log.info("ingesting %d file(s), %d bytes, into %s with %d worker thread(s)", len(readers), total_bytes,
+             lake.uri_of(dataset_key(config.kind, config.date)), workers)
 
-    hashes = _Hashes()
-    input_rows = 0
-    done_bytes = 0
+    def batches() -> Iterator[tuple[int, SourceBatch]]:
+        for index, reader in enumerate(readers):
+            for batch in reader.batches():
+                yield index, batch
+
+    def process(item: tuple[int, SourceBatch]) -> tuple[int, int, pa.Table | None, list[pa.RecordBatch]]:
+        index, batch = item
+        kept, rejected = process_batch(batch, readers[index].uri, config)
+        return index, batch.num_rows + len(batch.malformed), kept, rejected
+
+    input_rows = [0] * len(readers)
+    id_hashes: list[np.ndarray] = []
     with lake.partition(quarantine_key(config.kind, config.date)) as qwriter, \
             lake.partition(dataset_key(config.kind, config.date)) as dwriter:
         rejects = _Rejects(qwriter)
         data = _DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
         progress.start(total_bytes, f"ingest {config.kind}")
-        source_stats = []
-        for reader in readers:
-            file_rows = 0
-            for batch in reader.batches():
-                file_rows += batch.num_rows + len(batch.malformed)
-                table = _process_batch(batch, reader.uri, config, rejects)
-                if table is not None:
-                    data.write(table)
-                    hashes.id.append(_hash_strings(table.column("doc_id")))
-                    hashes.content.append(_hash_strings(table.column("text")))
-                    hashes.label.append(_hash_strings(table.column("label")) if labeled
-                                        else np.zeros(table.num_rows, np.uint64))
-                progress.update(done_bytes + reader.bytes_read)
-            done_bytes += reader.size
-            input_rows += file_rows
-            source_stats.append({"uri": reader.uri, "format": reader.format, "compression": reader.codec,
-                                 "bytes": reader.size, "input_rows": file_rows})
+        for index, n_input, kept, rejected in _ordered_map(process, batches(), workers, ahead=2 * workers):
+            input_rows[index] += n_input
+            for batch in rejected:
+                rejects.write(batch)
+            if kept is not None:
+                data.write(kept)
+                id_hashes.append(_hash_ids(kept.column("doc_id")))
+            progress.update(sum(r.size for r in readers[:index]) + readers[index].bytes_read)
         progress.close()
         data.close()
-
-        def cat(parts: list[np.ndarray]) -> np.ndarray:
-            return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-
-        content = cat(hashes.content) ^ (cat(hashes.label) * np.uint64(0x9E3779B97F4A7C15))
-        drop = find_duplicates(cat(hashes.id), content, cat(hashes.label))
-        duplicates_removed = _remove_rows(dwriter, data, drop, rejects)
+        duplicates_removed = _deduplicate(
+            dwriter, data, np.concatenate(id_hashes) if id_hashes else np.zeros(0, np.uint64), rejects)
         quarantined = rejects.close()
-        rows = data.rows - len(drop)
-        if rows + quarantined + duplicates_removed != input_rows:
+        rows = sum(e.rows or 0 for e in dwriter.files if e.path.startswith("part-"))
+        total_input = sum(input_rows)
+        if rows + quarantined + duplicates_removed != total_input:
             raise TextclfError(
                 f"internal error: counts do not add up ({rows} rows + {quarantined} quarantined + "
-                f"{duplicates_removed} duplicates != {input_rows} input rows); nothing was written"
+                f"{duplicates_removed} duplicates != {total_input} input rows); nothing was written"
             )
-        common = {"kind": config.kind, "ingest_date": config.date, "input_rows": input_rows,
+        common = {"kind": config.kind, "ingest_date": config.date, "input_rows": total_input,
                   "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
         qwriter.commit({**common, "rows": quarantined})
+        sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
+                         "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
         manifest = dwriter.commit(
-            {**common, "rows": rows, "sources": source_stats, "textclf_version": __version__,
+            {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
              "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
                         "max_text_chars": config.max_text_chars}}
         )
@@ -345,36 +413,3 @@ def ingest(
                           lake.uri_of(quarantine_key(config.kind, config.date)), manifest)
     log.info("ingest done: %s", result.summary())
     return result
-
-
-def _remove_rows(dwriter: PartitionWriter, data: _DataFiles, drop: dict[int, str], rejects: _Rejects) -> int:
-    """Rewrite the staged files holding rows to drop; quarantine conflicts; return exact duplicates."""
-    import numpy as np
-    import pyarrow as pa
-
-    if not drop:
-        return 0
-    positions = np.fromiter(drop, dtype=np.int64)
-    reasons = np.array(list(drop.values()))
-    offset = 0
-    for index, entry in enumerate(list(data.entries)):
-        n = entry.rows or 0
-        in_file = (positions >= offset) & (positions < offset + n)
-        if in_file.any():
-            table = dwriter.lake.parquet_file(dwriter.staged_uri(entry)).read()
-            local, local_reasons = positions[in_file] - offset, reasons[in_file]
-            for reason in ("conflicting_label", "duplicate_id"):
-                rows = table.take(pa.array(np.sort(local[local_reasons == reason])))
-                detail = ("the same id has different labels in this partition" if reason == "conflicting_label"
-                          else "an earlier row has this id with a different text")
-                rejects.add(reason, detail, "", rows.column("source_row"), rows.column("doc_id"),
-                            rows.column("label") if "label" in table.column_names else None,
-                            rows.column("text"), source_files=rows.column("source_file"))
-            keep = np.ones(n, dtype=bool)
-            keep[local] = False
-            if keep.any() or index == 0:  # keep part-00000 even if empty: it carries the schema
-                data.entries[index] = dwriter.rewrite_parquet(entry, table.filter(pa.array(keep)))
-            else:
-                dwriter.drop_file(entry)
-        offset += n
-    return int((reasons == "duplicate").sum())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,7 +32,15 @@ HTML_TAG_RE = r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>"
 HTML_ENTITY_RE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?"
 # Control (Cc) and invisible format characters that carry no meaning for a classifier.
 CONTROL_RE = "[\\x00-\\x08\\x0B\\x0E-\\x1F\\x7F-\\x9F\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{00AD}]"
-WHITESPACE_RE = r"[\s\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]+"
+_SPACES = r"\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+WHITESPACE_RE = rf"[\s{_SPACES}]+"
+# Text that needs the control/whitespace pass: a control character, a whitespace character other
+# than a plain space, or two whitespace characters in a row. Most text has none of these, and
+# matching is far cheaper than replacing (every single space would be a replacement).
+_MESSY_RE = rf"{CONTROL_RE}|[\s{_SPACES}]{{2,}}|[\t\n\v\f\r{_SPACES}]"
+# Cheap prefilters: a regex with a literal first character is scanned with memchr.
+_TAG_HINT_RE = "<[A-Za-z/!]"
+_ENTITY_HINT_RE = "&[#A-Za-z]"
 
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
@@ -86,35 +95,50 @@ def _false_mask(n: int) -> pa.Array:
     return pa.array(np.zeros(n, dtype=bool))
 
 
-def _unescape_entities(arr: pa.Array) -> pa.Array:
-    """html.unescape the rows that contain an entity; others pass through untouched."""
-    import pyarrow as pa
+def _where(arr: pa.Array, pattern: str, transform: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """Apply ``transform`` only to the rows matching ``pattern``; the others pass through."""
     import pyarrow.compute as pc
 
-    has_entity = pc.fill_null(pc.match_substring_regex(arr, HTML_ENTITY_RE), False)
-    if not pc.any(has_entity).as_py():
+    return _where_mask(arr, pc.fill_null(pc.match_substring_regex(arr, pattern), False), transform)
+
+
+def _where_mask(arr: pa.Array, mask: pa.Array, transform: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    import pyarrow.compute as pc
+
+    if not pc.any(mask).as_py():
         return arr
-    values = arr.to_pylist()
-    for i in pc.indices_nonzero(has_entity).to_pylist():
-        values[i] = html.unescape(values[i])
-    return pa.array(values, pa.string())
+    return pc.replace_with_mask(arr, mask, transform(pc.filter(arr, mask)))
+
+
+def _unescape_all(arr: pa.Array) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array([html.unescape(v) for v in arr.to_pylist()], pa.string())
+
+
+def _collapse(arr: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.replace_substring_regex(pc.replace_substring_regex(arr, CONTROL_RE, ""), WHITESPACE_RE, " ")
 
 
 def normalize_text(arr: pa.Array) -> pa.Array:
-    """Apply rules 2-5 to a valid UTF-8 string array; nulls stay null."""
+    """Apply rules 2-5 to a valid UTF-8 string array; nulls stay null.
+
+    Each rule runs only on the rows that need it (found by a cheap match first), which
+    keeps clean text, the common case, close to the speed of reading it.
+    """
     import pyarrow.compute as pc
 
     if len(arr) == 0:
         return arr
-    has_tag = pc.fill_null(pc.match_substring(arr, "<"), False)
-    if pc.any(has_tag).as_py():
-        arr = pc.replace_substring_regex(arr, HTML_TAG_RE, " ")
-    if pc.any(pc.fill_null(pc.match_substring(arr, "&"), False)).as_py():
-        arr = _unescape_entities(arr)
-    arr = pc.utf8_normalize(arr, "NFC")
-    arr = pc.replace_substring_regex(arr, CONTROL_RE, "")
-    arr = pc.replace_substring_regex(arr, WHITESPACE_RE, " ")
-    return pc.utf8_trim_whitespace(arr)
+    arr = _where(arr, _TAG_HINT_RE, lambda sub: pc.replace_substring_regex(sub, HTML_TAG_RE, " "))
+    arr = _where(arr, _ENTITY_HINT_RE, _unescape_all)
+    arr = _where_mask(arr, pc.invert(pc.fill_null(pc.string_is_ascii(arr), True)),
+                      lambda sub: pc.utf8_normalize(sub, "NFC"))
+    arr = _where(arr, _MESSY_RE, _collapse)
+    # only plain spaces can remain at the ends now; ASCII trimming is safe on UTF-8
+    return pc.ascii_trim(arr, " ")
 
 
 def normalize_one(text: str) -> str:
