@@ -125,19 +125,33 @@ def reject_batch(reason: str, detail: list[str] | str, source_files: Any, rows: 
 
 
 class _Rejects:
-    """Collects quarantined rows and writes them in batches."""
+    """Collects quarantined rows and writes them in row groups of at least ``flush_rows``."""
 
-    def __init__(self, writer: PartitionWriter) -> None:
+    def __init__(self, writer: PartitionWriter, flush_rows: int = 65_536) -> None:
         self.part = writer.parquet("rejects.parquet", quarantine_schema())
         self.writer = writer
         self.reasons: Counter[str] = Counter()
+        self.flush_rows = flush_rows
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
-            self.part.write(batch)
+            self._buffer.append(batch)
+            self._buffered += batch.num_rows
             self.reasons.update(batch.column("reason").to_pylist())
+            if self._buffered >= self.flush_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer:
+            self.part.write(pa.Table.from_batches(self._buffer, quarantine_schema()))
+            self._buffer, self._buffered = [], 0
 
     def close(self) -> int:
+        self._flush()
         return self.writer.close_parquet(self.part).rows or 0
 
 
@@ -310,37 +324,71 @@ def _deduplicate(dwriter: PartitionWriter, data: _DataFiles, id_hash: np.ndarray
     columns = ["doc_id", "text"] + (["label"] if "label" in data.schema.names else [])
     rows: list[tuple[int, str, str, str | None]] = []
     for _, entry, offset in _file_ranges(data.entries):
-        local = candidates[(candidates >= offset) & (candidates < offset + (entry.rows or 0))] - offset
-        if len(local):
-            table = dwriter.lake.parquet_file(dwriter.staged_uri(entry)).read(columns=columns).take(local)
-            labels = table.column("label").to_pylist() if "label" in columns else [None] * len(local)
-            rows += zip((local + offset).tolist(), table.column("doc_id").to_pylist(),
-                        table.column("text").to_pylist(), labels, strict=True)
+        for start, batch in _staged_batches(dwriter, entry, columns, candidates - offset):
+            local = candidates[(candidates >= offset + start) & (candidates < offset + start + batch.num_rows)]
+            if len(local):
+                picked = batch.take(pa.array(local - offset - start))
+                labels = picked.column("label").to_pylist() if "label" in columns else [None] * len(local)
+                rows += zip(local.tolist(), picked.column("doc_id").to_pylist(), picked.column("text").to_pylist(),
+                            labels, strict=True)
     drop = resolve_duplicates(rows)
     if not drop:
         return 0
-    positions = np.fromiter(drop, dtype=np.int64)
-    reasons = np.array(list(drop.values()))
+    positions = np.sort(np.fromiter(drop, dtype=np.int64))
+    duplicates = 0
     for index, entry, offset in _file_ranges(data.entries):
-        n = entry.rows or 0
-        in_file = (positions >= offset) & (positions < offset + n)
-        if not in_file.any():
+        local = positions[(positions >= offset) & (positions < offset + (entry.rows or 0))] - offset
+        if not len(local):
             continue
-        table = dwriter.lake.parquet_file(dwriter.staged_uri(entry)).read()
-        local, local_reasons = positions[in_file] - offset, reasons[in_file]
-        for reason, detail in (("conflicting_label", "the same id has different labels in this partition"),
-                               ("duplicate_id", "an earlier row has this id with a different text")):
-            picked = table.take(pa.array(np.sort(local[local_reasons == reason]), pa.int64()))
+
+        def kept_batches(entry: FileEntry = entry, offset: int = offset, local: np.ndarray = local
+                         ) -> Iterator[pa.RecordBatch]:
+            for start, batch in _staged_batches(dwriter, entry, None, local):
+                here = local[(local >= start) & (local < start + batch.num_rows)] - start
+                if len(here):
+                    _quarantine_dropped(batch.take(pa.array(here)), here + start + offset, drop, rejects)
+                    keep = np.ones(batch.num_rows, dtype=bool)
+                    keep[here] = False
+                    batch = batch.filter(pa.array(keep))
+                yield batch
+
+        duplicates += sum(drop[int(p) + offset] == "duplicate" for p in local)
+        if index > 0 and len(local) == entry.rows:  # nothing left; part-00000 stays for the schema
+            for _ in kept_batches():  # still quarantines the conflicting rows
+                pass
+            dwriter.drop_file(entry)
+        else:
+            data.entries[index] = dwriter.rewrite_parquet(entry, data.schema, kept_batches())
+    return duplicates
+
+
+def _staged_batches(dwriter: PartitionWriter, entry: FileEntry, columns: list[str] | None,
+                    wanted: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(first row, batch) over a staged file, skipping row groups that hold no wanted row."""
+    pf = dwriter.lake.parquet_file(dwriter.staged_uri(entry))
+    start = 0
+    for group in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(group).num_rows
+        if n == 0:
+            continue
+        if ((wanted >= start) & (wanted < start + n)).any():
+            yield start, pf.read_row_group(group, columns=columns).combine_chunks().to_batches()[0]
+        elif columns is None:  # a rewrite must copy every row group
+            yield start, pf.read_row_group(group).combine_chunks().to_batches()[0]
+        start += n
+
+
+def _quarantine_dropped(rows: pa.RecordBatch, positions: np.ndarray, drop: dict[int, str], rejects: _Rejects) -> None:
+    reasons = [drop[int(p)] for p in positions]
+    details = {"conflicting_label": "the same id has different labels in this partition",
+               "duplicate_id": "an earlier row has this id with a different text"}
+    for reason, detail in details.items():
+        mask = [r == reason for r in reasons]
+        if any(mask):
+            picked = rows.filter(mask)
             rejects.write(reject_batch(
                 reason, detail, picked.column("source_file"), picked.column("source_row"), picked.column("doc_id"),
-                picked.column("label") if "label" in columns else None, picked.column("text")))
-        keep = np.ones(n, dtype=bool)
-        keep[local] = False
-        if keep.any() or index == 0:  # part-00000 stays even if empty: it carries the schema
-            data.entries[index] = dwriter.rewrite_parquet(entry, table.filter(pa.array(keep)))
-        else:
-            dwriter.drop_file(entry)
-    return int((reasons == "duplicate").sum())
+                picked.column("label") if "label" in rows.schema.names else None, picked.column("text")))
 
 
 def ingest(

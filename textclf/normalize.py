@@ -61,7 +61,9 @@ def repair_bytes(raw: bytes) -> str | None:
 
 def decode_array(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Turn a string/binary array into valid UTF-8 strings plus a mask of undecodable rows."""
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
         arr = arr.cast(pa.binary() if pa.types.is_large_binary(arr.type) else pa.string())
@@ -74,18 +76,37 @@ def decode_array(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     elif not pa.types.is_binary(arr.type):
         arr = arr.cast(pa.string())
         return arr, _false_mask(len(arr))
-    # Slow path, only for batches that hold invalid UTF-8.
-    texts: list[str | None] = []
-    bad: list[bool] = []
-    for raw in arr.to_pylist():
-        if raw is None:
-            texts.append(None)
-            bad.append(False)
+    # Slow path, only for batches that hold invalid UTF-8: find the bad rows by bisection
+    # with Arrow's (C++) validation, then repair just those rows in Python.
+    suspects = _invalid_utf8_rows(arr)
+    fixed = [repair_bytes(arr[i].as_py()) for i in suspects]
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[suspects] = True
+    texts = pc.replace_with_mask(arr.view(pa.string()), pa.array(mask), pa.array(fixed, pa.string()))
+    bad = np.zeros(len(arr), dtype=bool)
+    bad[[i for i, text in zip(suspects, fixed, strict=True) if text is None]] = True
+    return texts, pa.array(bad)
+
+
+def _invalid_utf8_rows(arr: pa.Array, leaf_rows: int = 32) -> list[int]:
+    """Positions of the non-null rows of a binary array inside slices that fail UTF-8 validation."""
+    import pyarrow as pa
+
+    found: list[int] = []
+    stack = [(0, len(arr))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            arr.slice(lo, hi - lo).view(pa.string()).validate(full=True)
             continue
-        text = repair_bytes(raw)
-        texts.append(text)
-        bad.append(text is None)
-    return pa.array(texts, pa.string()), pa.array(bad, pa.bool_())
+        except pa.ArrowInvalid:
+            pass
+        if hi - lo <= leaf_rows:
+            found.extend(i for i in range(lo, hi) if arr[i].is_valid)
+        else:
+            mid = (lo + hi) // 2
+            stack += [(mid, hi), (lo, mid)]
+    return sorted(found)
 
 
 def _false_mask(n: int) -> pa.Array:

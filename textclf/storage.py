@@ -16,7 +16,7 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -267,11 +267,13 @@ class PartitionWriter:
                     entries.append(self.add_bytes(f"{name}/{rel}", fh.read()))
         return entries
 
-    def rewrite_parquet(self, entry: FileEntry, table: pa.Table) -> FileEntry:
-        """Replace a staged Parquet file's content, keeping its name (used to drop rows)."""
+    def rewrite_parquet(self, entry: FileEntry, schema: pa.Schema,
+                        batches: Iterable[pa.RecordBatch | pa.Table]) -> FileEntry:
+        """Replace a staged Parquet file's content (streamed), keeping its name (used to drop rows)."""
         tmp_name = f"{entry.path}.rewrite"
-        part = self.parquet(tmp_name, table.schema)
-        part.write(table)
+        part = self.parquet(tmp_name, schema)
+        for batch in batches:
+            part.write(batch)
         written = self.close_parquet(part)
         self.lake.move(f"{self.staging}/{tmp_name}", f"{self.staging}/{entry.path}")
         final = FileEntry(entry.path, written.rows, written.bytes, written.sha256)
@@ -435,27 +437,25 @@ class Lake:
         except OSError as exc:
             raise _wrap_os_error(f"cannot move {self.uri_of(src)}", exc) from exc
 
-    def list_children(self, key: str) -> list[str]:
-        """Names directly below a key (files and folders), sorted."""
+    def _infos(self, key: str, recursive: bool) -> list[pafs.FileInfo]:
         import pyarrow.fs as pafs
 
-        selector = pafs.FileSelector(self.path(key), allow_not_found=True, recursive=False)
+        selector = pafs.FileSelector(self.path(key), allow_not_found=True, recursive=recursive)
         try:
-            infos = self.fs.get_file_info(selector)
+            return self.fs.get_file_info(selector)
         except OSError as exc:
             raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
-        return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+    def list_children(self, key: str) -> list[str]:
+        """Names directly below a key (files and folders), sorted."""
+        return sorted(posixpath.basename(i.path.rstrip("/")) for i in self._infos(key, recursive=False))
 
     def list_files(self, key: str) -> list[str]:
         """Keys of every file below a key, sorted."""
         import pyarrow.fs as pafs
 
-        selector = pafs.FileSelector(self.path(key), allow_not_found=True, recursive=True)
-        try:
-            infos = self.fs.get_file_info(selector)
-        except OSError as exc:
-            raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
         base = self.root + "/"
+        infos = self._infos(key, recursive=True)
         return sorted(i.path[len(base) :] for i in infos if i.type == pafs.FileType.File)
 
     def upload(self, local_path: str, key: str) -> str:
