@@ -161,8 +161,7 @@ class _DataFiles:
     def __init__(self, writer: PartitionWriter, schema: pa.Schema, max_rows: int) -> None:
         self.writer, self.schema, self.max_rows = writer, schema, max_rows
         self.current = None
-        self.entries: list = []
-        self.rows = 0
+        self.entries: list[FileEntry] = []
 
     def write(self, table: pa.Table) -> None:
         offset = 0
@@ -173,7 +172,6 @@ class _DataFiles:
             piece = table.slice(offset, room)
             self.current.write(piece)
             offset += piece.num_rows
-            self.rows += piece.num_rows
             if self.current.rows >= self.max_rows:
                 self._close_current()
 
