@@ -201,10 +201,11 @@ def test_unlabeled_ignores_label_column(tmp_path: Path) -> None:
 def test_jsonl_bad_lines_are_quarantined(tmp_path: Path) -> None:
     src = tmp_path / "d.jsonl"
     src.write_bytes(b'{"id": "1", "text": "fine", "label": "a"}\n{"id": "2", "text": \n[1, 2]\n'
-                    b'{"id": 3, "text": 42, "label": "a"}\n{"id": "4", "text": "bad \x81\x8d", "label": "a"}\n\n')
+                    b'{"id": 3, "text": 42, "label": "a"}\n{"id": "4", "text": "bad \x81\x8d", "label": "a"}\n\n'
+                    b'{"id": "5", "text": "caf\xe9 cr\xe8me", "label": "a"}\n')
     m = ingest(str(tmp_path / "lake"), [str(src)], labeled()).manifest
     assert_counts_add_up(m)
-    assert m["rows"] == 1
+    assert [(r["doc_id"], r["text"]) for r in read(str(tmp_path / "lake"))[0]] == [("1", "fine"), ("5", "café crème")]
     assert m["quarantine_reasons"] == {"invalid_encoding": 1, "malformed_row": 3}
 
 

@@ -189,6 +189,7 @@ class _DataFiles:
 def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tuple[pa.Table | None,
                                                                                   list[pa.RecordBatch]]:
     """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows). Pure."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -223,7 +224,7 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
         checks.append(("missing_label", pc.fill_null(pc.equal(pc.utf8_length(labels), 0), True),
                        f"column {config.label_col!r} is empty"))
 
-    taken = pc.equal(lengths, -1)  # all False
+    taken = pa.array(np.zeros(len(texts), dtype=bool))
     for reason, mask, detail in checks:
         sel = pc.and_(mask, pc.invert(taken))
         if not pc.any(sel).as_py():
@@ -300,6 +301,11 @@ def resolve_duplicates(rows: list[tuple[int, str, str, str | None]]) -> dict[int
     return drop
 
 
+def _within(positions: np.ndarray, start: int, n: int) -> np.ndarray:
+    """The sorted positions in ``[start, start + n)``, shifted to start at 0."""
+    return positions[(positions >= start) & (positions < start + n)] - start
+
+
 def _file_ranges(entries: list[FileEntry]) -> Iterator[tuple[int, FileEntry, int]]:
     offset = 0
     for index, entry in enumerate(list(entries)):
@@ -322,27 +328,27 @@ def _deduplicate(dwriter: PartitionWriter, data: _DataFiles, id_hash: np.ndarray
     columns = ["doc_id", "text"] + (["label"] if "label" in data.schema.names else [])
     rows: list[tuple[int, str, str, str | None]] = []
     for _, entry, offset in _file_ranges(data.entries):
-        for start, batch in _staged_batches(dwriter, entry, columns, candidates - offset):
-            local = candidates[(candidates >= offset + start) & (candidates < offset + start + batch.num_rows)]
-            if len(local):
-                picked = batch.take(pa.array(local - offset - start))
-                labels = picked.column("label").to_pylist() if "label" in columns else [None] * len(local)
-                rows += zip(local.tolist(), picked.column("doc_id").to_pylist(), picked.column("text").to_pylist(),
-                            labels, strict=True)
+        wanted = _within(candidates, offset, entry.rows or 0)
+        for start, batch in _staged_batches(dwriter, entry, columns, wanted):
+            here = _within(wanted, start, batch.num_rows)
+            picked = batch.take(pa.array(here))
+            labels = picked.column("label").to_pylist() if "label" in columns else [None] * len(here)
+            rows += zip((here + start + offset).tolist(), picked.column("doc_id").to_pylist(),
+                        picked.column("text").to_pylist(), labels, strict=True)
     drop = resolve_duplicates(rows)
     if not drop:
         return 0
     positions = np.sort(np.fromiter(drop, dtype=np.int64))
     duplicates = 0
     for index, entry, offset in _file_ranges(data.entries):
-        local = positions[(positions >= offset) & (positions < offset + (entry.rows or 0))] - offset
+        local = _within(positions, offset, entry.rows or 0)
         if not len(local):
             continue
 
         def kept_batches(entry: FileEntry = entry, offset: int = offset, local: np.ndarray = local
                          ) -> Iterator[pa.RecordBatch]:
             for start, batch in _staged_batches(dwriter, entry, None, local):
-                here = local[(local >= start) & (local < start + batch.num_rows)] - start
+                here = _within(local, start, batch.num_rows)
                 if len(here):
                     _quarantine_dropped(batch.take(pa.array(here)), here + start + offset, drop, rejects)
                     keep = np.ones(batch.num_rows, dtype=bool)
@@ -362,17 +368,17 @@ def _deduplicate(dwriter: PartitionWriter, data: _DataFiles, id_hash: np.ndarray
 
 def _staged_batches(dwriter: PartitionWriter, entry: FileEntry, columns: list[str] | None,
                     wanted: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(first row, batch) over a staged file, skipping row groups that hold no wanted row."""
+    """(first row, batch) over a staged file's row groups.
+
+    With ``columns`` (a lookup) only row groups holding a wanted position are read; without
+    (a rewrite) every row group is, since all of them must be copied.
+    """
     pf = dwriter.lake.parquet_file(dwriter.staged_uri(entry))
     start = 0
     for group in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(group).num_rows
-        if n == 0:
-            continue
-        if ((wanted >= start) & (wanted < start + n)).any():
+        if n and (columns is None or len(_within(wanted, start, n))):
             yield start, pf.read_row_group(group, columns=columns).combine_chunks().to_batches()[0]
-        elif columns is None:  # a rewrite must copy every row group
-            yield start, pf.read_row_group(group).combine_chunks().to_batches()[0]
         start += n
 
 

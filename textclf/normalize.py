@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 # RE2 syntax (pyarrow.compute). A tag starts with a letter, '/' or '!': "a < b" is not a tag.
 HTML_TAG_RE = r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>"
-HTML_ENTITY_RE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?"
 # Control (Cc) and invisible format characters that carry no meaning for a classifier.
 CONTROL_RE = "[\\x00-\\x08\\x0B\\x0E-\\x1F\\x7F-\\x9F\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{00AD}]"
 _SPACES = r"\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Protocol
-
-log = logging.getLogger(__name__)
 
 
 class Progress(Protocol):
@@ -28,30 +25,6 @@ class NoProgress:
 
     def close(self) -> None:
         pass
-
-
-class LogProgress:
-    """Logs progress every ``step`` percent: for Airflow task logs and other non-terminals."""
-
-    def __init__(self, step: int = 10) -> None:
-        self.step = step
-        self._total: int | None = None
-        self._desc = ""
-        self._next = step
-
-    def start(self, total: int | None, desc: str, unit: str = "B") -> None:
-        self._total, self._desc, self._next = total, desc, self.step
-        log.info("%s: started", desc)
-
-    def update(self, done: int) -> None:
-        if self._total:
-            pct = 100 * done // self._total
-            if pct >= self._next:
-                log.info("%s: %d%%", self._desc, pct)
-                self._next = (pct // self.step + 1) * self.step
-
-    def close(self) -> None:
-        log.info("%s: done", self._desc)
 
 
 class BarProgress:

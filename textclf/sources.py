@@ -188,6 +188,8 @@ class SourceReader:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        # Open twice: once for the header alone, because pyarrow fixes the selected columns (all
+        # read as strings) at open time; unselected columns are then never parsed or type-inferred.
         read, parse, convert, _ = self._csv_options(None)
         with self._open_stream() as stream:
             header = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)

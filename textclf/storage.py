@@ -191,8 +191,10 @@ class ParquetPartFile:
         )
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        import pyarrow as pa
+
         if data.num_rows:
-            if hasattr(data, "to_batches"):
+            if isinstance(data, pa.Table):
                 self._writer.write_table(data)
             else:
                 self._writer.write_batch(data)
@@ -393,9 +395,6 @@ class Lake:
     def read_bytes(self, key: str) -> bytes:
         with self.open_input(key) as src:
             return src.read()
-
-    def write_json(self, key: str, obj: Any) -> str:
-        return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
 
     def read_json(self, key: str) -> Any:
         try:
