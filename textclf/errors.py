@@ -56,3 +56,13 @@ class ValidationFailedError(TextclfError):
         detail = "; ".join(failures)
         where = f" (Data Docs: {docs_uri})" if docs_uri else ""
         super().__init__(f"validation of {subject} failed: {detail}{where}")
+
+
+class ModelError(TextclfError):
+    """A model cannot be trained, found or loaded (too little data, unknown version, training collapsed)."""
+
+    exit_code = 6
+
+
+class ModelIntegrityError(ModelError):
+    """A model file fails its checksum, is not a textclf model, or holds unsafe code (Lambda layers)."""

@@ -1,0 +1,131 @@
+"""Architectures, the training config and the deterministic split: each model trains and round-trips."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textclf.config import TrainConfig
+from textclf.errors import ModelError, UsageError
+from textclf.models import architectures, resolve_params
+from textclf.training import (
+    LabeledData,
+    Splits,
+    assign_splits,
+    collapse_reason,
+    fit,
+    make_splits,
+    predict_texts,
+    save_model,
+    split_fingerprint,
+)
+
+WORDS = {
+    "sports": "match goal team coach league score season player stadium referee",
+    "finance": "market stock bank profit shares investor dividend loan interest budget",
+    "science": "atom cell gene laboratory molecule physics theory experiment orbit protein",
+}
+FILLER = "the a of and to in is it that was for on with as this".split()
+
+
+def separable_corpus(n: int, seed: int = 0) -> LabeledData:
+    """Documents whose class is given away by a few words from its own vocabulary."""
+    rng = random.Random(seed)
+    labels = [list(WORDS)[i % len(WORDS)] for i in range(n)]
+    texts = []
+    for label in labels:
+        words = rng.choices(WORDS[label].split(), k=4) + rng.choices(FILLER, k=rng.randint(3, 12))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    ids = [f"doc-{i}" for i in range(n)]
+    return LabeledData(np.array(ids, dtype=object), np.array(texts, dtype=object), np.array(labels, dtype=object),
+                       {"partitions": [], "rows": n})
+
+
+SMALL = ["max_tokens=300", "sequence_length=16", "embedding_dim=8", "units=8", "batch_size=16", "learning_rate=0.01"]
+
+
+@pytest.mark.parametrize("name", list(architectures()))
+def test_each_architecture_trains_and_round_trips(name: str, tmp_path: Path) -> None:
+    config = TrainConfig(model=name, epochs=2, patience=5, max_attempts=1).with_overrides(SMALL)
+    splits = make_splits(separable_corpus(600), config)
+    result = fit(splits, config)
+    assert result.attempts[0]["epochs_run"] == 2
+    probe = splits.test.texts.tolist() + ["", "words nobody has ever seen", "<b>markup</b> & stuff " * 50]
+    before = predict_texts(result.model, probe)
+    assert before.shape == (len(probe), 3)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-4)
+    path = tmp_path / "model.keras"
+    save_model(result.model, str(path), probe)  # reloads in safe mode and compares predictions itself
+
+    import keras
+
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(predict_texts(reloaded, probe), before, atol=1e-6)
+
+
+def test_default_architecture_learns_a_separable_corpus() -> None:
+    config = TrainConfig(epochs=10)
+    splits = make_splits(separable_corpus(900, seed=1), config)
+    result = fit(splits, config)
+    probs = predict_texts(result.model, splits.test.texts)
+    predicted = np.array(splits.classes)[probs.argmax(axis=1)]
+    assert (predicted == splits.test.labels).mean() >= 0.95
+    assert "val_loss" in result.history and len(result.history["val_loss"]) >= 1
+
+
+def test_split_is_a_stable_function_of_the_id() -> None:
+    ids = [f"id-{i}" for i in range(5000)]
+    first = assign_splits(ids, 10, 10)
+    # Order and company do not matter: the same id lands in the same split when more data arrives.
+    more = ids[::-1] + [f"new-{i}" for i in range(1000)]
+    again = dict(zip(more, assign_splits(more, 10, 10), strict=True))
+    assert all(again[i] == s for i, s in zip(ids, first, strict=True))
+    shares = {s: (first == s).mean() for s in ("train", "validation", "test")}
+    assert 0.08 < shares["test"] < 0.12 and 0.08 < shares["validation"] < 0.12
+
+
+def test_split_fingerprint_ignores_order_but_not_labels() -> None:
+    assert split_fingerprint(["a", "b"], ["x", "y"]) == split_fingerprint(["b", "a"], ["y", "x"])
+    assert split_fingerprint(["a", "b"], ["x", "y"]) != split_fingerprint(["a", "b"], ["x", "x"])
+
+
+def test_set_overrides_are_typed_and_checked() -> None:
+    config = TrainConfig().with_overrides(["learning_rate=0.01", "units=32", "optimizer=rmsprop", "dropout=none"])
+    assert config.learning_rate == 0.01 and config.units == 32 and config.optimizer == "rmsprop"
+    assert resolve_params(config).dropout == resolve_params(TrainConfig()).dropout  # none: the default
+    with pytest.raises(UsageError, match="unknown setting 'lr'"):
+        TrainConfig().with_overrides(["lr=0.1"])
+    with pytest.raises(UsageError, match="units expects int"):
+        TrainConfig().with_overrides(["units=many"])
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        TrainConfig().with_overrides(["units"])
+    with pytest.raises(UsageError, match="dropout"):
+        TrainConfig().with_overrides(["dropout=1.5"])
+    with pytest.raises(UsageError, match="unknown model architecture 'gpt'"):
+        resolve_params(TrainConfig(model="gpt"))
+
+
+def test_too_little_data_is_a_clear_error() -> None:
+    data = separable_corpus(40)
+    one_class = data.subset(data.labels == "sports")
+    with pytest.raises(ModelError, match="at least 2 classes"):
+        make_splits(one_class, TrainConfig())
+
+
+def test_collapse_is_detected() -> None:
+    y = np.array([0, 1, 2] * 30)
+    one_class = np.tile([0.9, 0.05, 0.05], (90, 1))
+    assert "only one class" in collapse_reason(y, one_class)
+    good = np.eye(3)[y] * 0.8 + 0.2 / 3
+    assert collapse_reason(y, good) is None
+
+
+def test_splits_report_counts() -> None:
+    splits: Splits = make_splits(separable_corpus(300), TrainConfig())
+    counts = splits.counts()
+    assert sum(sum(c.values()) for c in counts.values()) == 300
+    assert splits.classes == ("finance", "science", "sports")

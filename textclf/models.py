@@ -1,0 +1,255 @@
+"""Model architectures, selectable by name; every one is end to end: raw strings in, probabilities out.
+
+Text vectorization lives inside each model, so a saved ``.keras`` file carries its vocabulary
+and scoring needs nothing but the file. Architectures take their defaults from ``ArchSpec``;
+any of them can be overridden with ``TrainConfig`` fields (``--set KEY=VALUE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from textclf.errors import UsageError
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+    from textclf.config import TrainConfig
+
+DEFAULT_ARCHITECTURE = "tfidf_ngram"
+# Fields of TrainConfig an architecture gives defaults for; None in the config means "use these".
+TUNABLE = ("batch_size", "learning_rate", "optimizer", "max_tokens", "sequence_length", "embedding_dim",
+           "units", "dropout", "ngrams")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Resolved hyperparameters: the architecture's defaults overlaid with the user's settings."""
+
+    architecture: str
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    max_tokens: int
+    sequence_length: int
+    embedding_dim: int
+    units: int
+    dropout: float
+    ngrams: int
+    seed: int
+
+
+Builder = Callable[[ModelParams, "np.ndarray", "np.ndarray", int], "keras.Model"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture: how to build it and its default hyperparameters."""
+
+    name: str
+    summary: str
+    origin: str
+    builder: Builder
+    defaults: dict[str, Any]
+
+
+_COMMON = {"batch_size": 32, "learning_rate": 1e-3, "optimizer": "adam", "max_tokens": 20_000,
+           "sequence_length": 200, "embedding_dim": 64, "units": 64, "dropout": 0.5, "ngrams": 1}
+
+
+def resolve_params(config: TrainConfig) -> ModelParams:
+    """The hyperparameters a training run will use."""
+    spec = get_architecture(config.model)
+    merged = {**_COMMON, **spec.defaults}
+    for name in TUNABLE:
+        value = getattr(config, name)
+        if value is not None:
+            merged[name] = value
+    return ModelParams(architecture=spec.name, seed=config.seed, **merged)
+
+
+def get_architecture(name: str) -> ArchSpec:
+    """Look an architecture up by name, with a clear error listing the choices."""
+    registry = architectures()
+    if name not in registry:
+        raise UsageError(f"unknown model architecture {name!r}; choose one of: {', '.join(registry)}")
+    return registry[name]
+
+
+def _vectorizer(params: ModelParams, texts: np.ndarray, **kwargs: Any) -> keras.layers.TextVectorization:
+    """A TextVectorization layer adapted on the training texts."""
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.TextVectorization(max_tokens=params.max_tokens, name="vectorize", **kwargs)
+    layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(2048))
+    return layer
+
+
+def _text_input() -> keras.KerasTensor:
+    import keras
+
+    return keras.Input(shape=(), dtype="string", name="text")
+
+
+def _head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """The softmax output, kept in float32 when mixed precision is on."""
+    import keras
+
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+
+
+def _sequence_input(params: ModelParams, texts: np.ndarray) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Text input -> token ids padded/truncated to ``sequence_length`` -> embeddings (0 is padding)."""
+    import keras
+
+    vectorize = _vectorizer(params, texts, output_mode="int", output_sequence_length=params.sequence_length)
+    inputs = _text_input()
+    tokens = vectorize(inputs)
+    embedded = keras.layers.Embedding(params.max_tokens, params.embedding_dim, mask_zero=True,
+                                      name="embedding")(tokens)
+    return inputs, embedded
+
+
+def build_bow_mlp(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Binary bag of words, Dense 512 relu, Dropout, Dense 256 sigmoid, Dropout, softmax (seed 002)."""
+    import keras
+
+    vectorize = _vectorizer(params, texts, output_mode="multi_hot")
+    inputs = _text_input()
+    x = vectorize(inputs)
+    x = keras.layers.Dense(params.units, activation="relu")(x)
+    x = keras.layers.Dropout(params.dropout, seed=params.seed)(x)
+    x = keras.layers.Dense(params.units // 2, activation="sigmoid")(x)
+    x = keras.layers.Dropout(params.dropout, seed=params.seed + 1)(x)
+    return keras.Model(inputs, _head(x, num_classes), name="bow_mlp")
+
+
+def build_embedding_flatten(params: ModelParams, texts: np.ndarray, labels: np.ndarray,
+                            num_classes: int) -> keras.Model:
+    """Embedding of a padded token sequence, Flatten, Dense 32 relu, softmax (seed 004)."""
+    import keras
+
+    vectorize = _vectorizer(params, texts, output_mode="int", output_sequence_length=params.sequence_length)
+    inputs = _text_input()
+    # No mask: Flatten reads every position, padding included, as in the seed.
+    x = keras.layers.Embedding(params.max_tokens, params.embedding_dim, name="embedding")(vectorize(inputs))
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(params.units, activation="relu")(x)
+    return keras.Model(inputs, _head(x, num_classes), name="embedding_flatten")
+
+
+def build_lstm(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Embedding, one LSTM, softmax (seed 003, approach 1)."""
+    import keras
+
+    inputs, x = _sequence_input(params, texts)
+    x = keras.layers.LSTM(params.units)(x)
+    return keras.Model(inputs, _head(x, num_classes), name="lstm")
+
+
+def build_bilstm(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Embedding, one bidirectional LSTM, softmax (seed 003, approach 3)."""
+    import keras
+
+    inputs, x = _sequence_input(params, texts)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(params.units))(x)
+    return keras.Model(inputs, _head(x, num_classes), name="bilstm")
+
+
+def build_stacked_bilstm(params: ModelParams, texts: np.ndarray, labels: np.ndarray,
+                         num_classes: int) -> keras.Model:
+    """Embedding, three stacked bidirectional LSTMs (units, 1.2x, 1.5x), softmax (seed 003, approach 5)."""
+    import keras
+
+    inputs, x = _sequence_input(params, texts)
+    widths = (params.units, int(params.units * 1.2), int(params.units * 1.5))
+    for i, width in enumerate(widths):
+        last = i == len(widths) - 1
+        x = keras.layers.Bidirectional(keras.layers.LSTM(width, return_sequences=not last))(x)
+    return keras.Model(inputs, _head(x, num_classes), name="stacked_bilstm")
+
+
+def build_cnn(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Embedding, Conv1D over 5-token windows, global max pooling, Dense, softmax (seed 000's convnet)."""
+    import keras
+
+    vectorize = _vectorizer(params, texts, output_mode="int", output_sequence_length=params.sequence_length)
+    inputs = _text_input()
+    x = keras.layers.Embedding(params.max_tokens, params.embedding_dim, name="embedding")(vectorize(inputs))
+    x = keras.layers.Conv1D(params.units, 5, activation="relu", padding="same")(x)
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    x = keras.layers.Dropout(params.dropout, seed=params.seed)(x)
+    x = keras.layers.Dense(params.units, activation="relu")(x)
+    return keras.Model(inputs, _head(x, num_classes), name="cnn")
+
+
+def build_tfidf_ngram(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Word n-grams with TF-IDF weighting, dropout, a linear softmax layer (the project's default)."""
+    import keras
+
+    vectorize = _vectorizer(params, texts, output_mode="tf_idf", ngrams=params.ngrams)
+    inputs = _text_input()
+    x = vectorize(inputs)
+    x = keras.layers.Dropout(params.dropout, seed=params.seed)(x)
+    return keras.Model(inputs, _head(x, num_classes), name="tfidf_ngram")
+
+
+def architectures() -> dict[str, ArchSpec]:
+    """Every architecture by name, the default first."""
+    specs = [
+        ArchSpec("tfidf_ngram", "word 1-2 gram TF-IDF, dropout, linear softmax", "project default",
+                 build_tfidf_ngram, {"ngrams": 2, "max_tokens": 100_000, "dropout": 0.5, "batch_size": 32}),
+        ArchSpec("bow_mlp", "binary bag of 3,000 words, MLP 512-256", "seed 002", build_bow_mlp,
+                 {"max_tokens": 3_000, "units": 512, "dropout": 0.5, "batch_size": 32}),
+        ArchSpec("embedding_flatten", "embedding of 500 tokens, flatten, dense 32", "seed 004",
+                 build_embedding_flatten,
+                 {"max_tokens": 20_000, "sequence_length": 500, "embedding_dim": 128, "units": 32,
+                  "batch_size": 32}),
+        ArchSpec("lstm", "embedding 25, LSTM 50 over 50 tokens", "seed 003", build_lstm,
+                 {"sequence_length": 50, "embedding_dim": 25, "units": 50, "optimizer": "rmsprop",
+                  "batch_size": 512}),
+        ArchSpec("bilstm", "embedding 25, bidirectional LSTM 50 over 50 tokens", "seed 003", build_bilstm,
+                 {"sequence_length": 50, "embedding_dim": 25, "units": 50, "optimizer": "rmsprop",
+                  "batch_size": 512}),
+        ArchSpec("stacked_bilstm", "embedding 30, bidirectional LSTMs 50/60/75 over 50 tokens", "seed 003",
+                 build_stacked_bilstm,
+                 {"sequence_length": 50, "embedding_dim": 30, "units": 50, "optimizer": "rmsprop",
+                  "batch_size": 512}),
+        ArchSpec("cnn", "embedding 64, Conv1D 128x5, global max pooling, dense 128", "seed 000", build_cnn,
+                 {"sequence_length": 200, "embedding_dim": 64, "units": 128, "dropout": 0.5,
+                  "batch_size": 64}),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def make_optimizer(params: ModelParams) -> keras.optimizers.Optimizer:
+    import keras
+
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(params.learning_rate)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(params.learning_rate)
+    return keras.optimizers.Adam(params.learning_rate)
+
+
+def build_model(params: ModelParams, texts: np.ndarray, labels: np.ndarray, num_classes: int) -> keras.Model:
+    """Build and compile an architecture, its vectorizer adapted on the training texts only."""
+    model = get_architecture(params.architecture).builder(params, texts, labels, num_classes)
+    model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def describe_architectures() -> list[dict[str, Any]]:
+    """Name, origin, summary and defaults of each architecture (for ``--help`` and the docs)."""
+    return [{"name": s.name, "origin": s.origin, "summary": s.summary, "defaults": {**_COMMON, **s.defaults}}
+            for s in architectures().values()]
+
+
+def params_dict(params: ModelParams) -> dict[str, Any]:
+    return dataclasses.asdict(params)
