@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,7 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled-rows", type=int, default=2_000)
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+
+    p = sub.add_parser("train", help="train a model on all labeled data, evaluate it and register a new version",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_architectures_help())
+    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p.add_argument("--model", help="architecture name (default: the project's best, tfidf_ngram)")
+    p.add_argument("--epochs", type=int, help="maximum epochs; early stopping usually ends sooner (default 30)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting, e.g. --set learning_rate=0.002 (repeatable)")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a model version on the current test split; rewrite its report")
+    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p.add_argument("--model-version", required=True, help="model version to evaluate")
+    _common(p)
+
+    p = sub.add_parser("promote", help="apply the promotion gate to a model version")
+    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p.add_argument("--model-version", required=True, help="model version to promote")
+    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded as forced)")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="allowed drop in macro-F1 against the champion (default 0.005)")
+    p.add_argument("--min-accuracy", type=float, default=0.70, help="absolute accuracy floor (default 0.70)")
+    _common(p)
     return parser
+
+
+def _architectures_help() -> str:
+    from textclf.models import describe_architectures
+
+    lines = ["architectures (--model):"]
+    lines += [f"  {a['name']:<18} {a['summary']} ({a['origin']})" for a in describe_architectures()]
+    lines.append("settings (--set KEY=VALUE): any field of textclf.config.TrainConfig, e.g. batch_size, "
+                 "learning_rate, max_tokens, sequence_length, embedding_dim, units, dropout, ngrams, patience")
+    return "\n".join(lines)
 
 
 def cmd_ingest(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
@@ -104,10 +139,43 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     return summary
 
 
+def cmd_train(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import TrainConfig
+    from textclf.models import get_architecture
+    from textclf.training import train
+
+    config = TrainConfig().with_overrides(args.settings, model=args.model, epochs=args.epochs, seed=args.seed)
+    get_architecture(config.model)  # an unknown name fails before any data is read
+    result = train(args.lake, config, progress)
+    metrics = result.metrics
+    print(f"\nmodel {result.version}: test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+          f"on {metrics['n']} documents\n  report: {result.uri}/report.html", file=sys.stderr)
+    return result.summary()
+
+
+def cmd_evaluate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.training import evaluate
+
+    return evaluate(args.lake, args.model_version, progress)
+
+
+def cmd_promote(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import PromotionPolicy
+    from textclf.promotion import promote
+
+    policy = PromotionPolicy(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
+    result = promote(args.lake, args.model_version, policy, force=args.force)
+    print(f"{result['decision']}: {'; '.join(result['reasons'])}", file=sys.stderr)
+    return result
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "ingest": cmd_ingest,
     "validate": cmd_validate,
     "demo": cmd_demo,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "promote": cmd_promote,
 }
 
 
@@ -125,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     from textclf.progress import BarProgress, NoProgress
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.debug, args.quiet)

@@ -203,7 +203,8 @@ def architectures() -> dict[str, ArchSpec]:
     """Every architecture by name, the default first."""
     specs = [
         ArchSpec("tfidf_ngram", "word 1-2 gram TF-IDF, dropout, linear softmax", "project default",
-                 build_tfidf_ngram, {"ngrams": 2, "max_tokens": 100_000, "dropout": 0.5, "batch_size": 32}),
+                 build_tfidf_ngram, {"ngrams": 2, "max_tokens": 100_000, "dropout": 0.5, "batch_size": 32,
+                                           "learning_rate": 0.01}),
         ArchSpec("bow_mlp", "binary bag of 3,000 words, MLP 512-256", "seed 002", build_bow_mlp,
                  {"max_tokens": 3_000, "units": 512, "dropout": 0.5, "batch_size": 32}),
         ArchSpec("embedding_flatten", "embedding of 500 tokens, flatten, dense 32", "seed 004",

@@ -1,0 +1,202 @@
+"""The registry and the promotion gate on real trained models, on a local lake and on real S3."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textclf.config import IngestConfig, PromotionPolicy, TrainConfig
+from textclf.corpus import CorpusSpec, write_corpus
+from textclf.errors import ModelError, ModelIntegrityError
+from textclf.ingest import ingest
+from textclf.promotion import decide, promote
+from textclf.registry import MODEL_FILE, load_model, read_champion, read_version, version_key
+from textclf.storage import Lake
+from textclf.training import evaluate, train
+
+TEXTCLF = str(Path(sys.executable).with_name("textclf"))
+REPORT_SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
+                   "probability-correlation", "probability-map", "projector", "explanations", "label-errors")
+FAST = TrainConfig(epochs=4, explain_count=3)
+
+
+def add_labeled(lake_uri: str, tmp: Path, date: str, rows: int, seed: int) -> None:
+    source = tmp / f"labeled-{date}-{seed}.csv"
+    write_corpus(CorpusSpec(rows=rows, seed=seed, id_prefix=f"d{seed}-"), source)
+    ingest(lake_uri, [str(source)], IngestConfig(kind="labeled", date=date))
+
+
+@pytest.fixture(scope="module")
+def base_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A local lake with labeled data and one trained version (copied by each test that changes it)."""
+    tmp = tmp_path_factory.mktemp("registry")
+    lake = tmp / "lake"
+    add_labeled(str(lake), tmp, "2026-03-01", 900, seed=1)
+    result = train(str(lake), FAST)
+    return lake, result.version
+
+
+@pytest.fixture
+def lake(base_lake: tuple[Path, str], tmp_path: Path) -> tuple[str, str]:
+    copy = tmp_path / "lake"
+    shutil.copytree(base_lake[0], copy)
+    return str(copy), base_lake[1]
+
+
+def test_version_holds_model_evaluation_and_lineage(base_lake: tuple[Path, str]) -> None:
+    root, version = base_lake
+    lake = Lake(str(root))
+    manifest = lake.verify(version_key(version))  # every checksum matches
+    paths = {f["path"] for f in manifest["files"]}
+    for name in (MODEL_FILE, "metrics.json", "report.html", "model_card.md", "config.json", "lineage.json",
+                 "training.json", "test_predictions.parquet", "projector/metadata.tsv", "projector/tensors.tsv"):
+        assert name in paths, name
+    assert any(p.startswith("tensorboard/") for p in paths)
+    lineage = lake.read_json(f"{version_key(version)}/lineage.json")
+    assert lineage["partitions"][0]["partition"] == "datasets/labeled/ingest_date=2026-03-01"
+    assert sum(lineage["rows_per_class"].values()) == lineage["rows"]
+    assert sum(sum(s.values()) for s in lineage["splits"].values()) == lineage["rows"]
+    metrics = lake.read_json(f"{version_key(version)}/metrics.json")
+    assert metrics["n"] == sum(lineage["splits"]["test"].values())
+    assert metrics["accuracy"] > 0.7  # the demo corpus is learnable; 3% label noise caps it below 1
+    html = lake.read_bytes(f"{version_key(version)}/report.html").decode()
+    for section in REPORT_SECTIONS:
+        assert f'id="{section}"' in html, section
+    assert "data:image/png;base64," in html
+    assert manifest["classes"] == sorted(lineage["rows_per_class"])
+
+
+def test_versions_are_immutable(base_lake: tuple[Path, str], tmp_path: Path) -> None:
+    from textclf.registry import write_version
+
+    root, version = base_lake
+    with pytest.raises(ModelError, match="immutable"):
+        write_version(Lake(str(root)), version, str(tmp_path / "none.keras"), {}, str(tmp_path),
+                      classes=["a"], architecture="x")
+
+
+def test_gate_promotes_refuses_and_forces(lake: tuple[str, str]) -> None:
+    uri, first = lake
+    decision = promote(uri, first)
+    assert decision["decision"] == "promoted" and decision["champion"] == first
+    weak = train(uri, FAST.with_overrides(["max_tokens=40", "ngrams=1"], epochs=1)).version
+    refused = promote(uri, weak)
+    assert refused["decision"] == "refused" and refused["champion"] == first
+    assert any("macro-F1" in r and "<" in r for r in refused["reasons"])
+    forced = promote(uri, weak, force=True)
+    assert forced["decision"] == "forced" and forced["champion"] == weak
+    state = read_champion(Lake(uri))
+    assert [h["decision"] for h in state["history"]] == ["promoted", "refused", "forced"]
+    assert state["champion"]["forced"] is True
+    assert state["history"][1]["champion"]["version"] == first
+    assert promote(uri, weak)["decision"] == "unchanged"
+
+
+def test_first_model_must_clear_the_floor(lake: tuple[str, str]) -> None:
+    uri, version = lake
+    result = promote(uri, version, PromotionPolicy(min_accuracy=0.999))
+    assert result["decision"] == "refused" and result["champion"] is None
+    assert "floor 0.9990" in result["reasons"][0]
+
+
+def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, str], tmp_path: Path) -> None:
+    uri, first = lake
+    promote(uri, first)
+    add_labeled(uri, tmp_path, "2026-03-02", 400, seed=2)
+    second = train(uri, FAST).version
+    result = promote(uri, second)
+    record = read_champion(Lake(uri))["history"][-1]
+    old_rows = Lake(uri).read_json(f"models/{first}/metrics.json")["test_split"]["rows"]
+    assert record["test_split"]["rows"] > old_rows  # both compared on the larger, current split
+    assert result["decision"] in ("promoted", "refused")
+
+
+def test_decide_is_the_contract() -> None:
+    policy = PromotionPolicy(tolerance=0.005, min_accuracy=0.8)
+    champ = {"accuracy": 0.9, "macro_f1": 0.90}
+    assert decide({"accuracy": 0.9, "macro_f1": 0.896}, champ, policy).promoted  # within tolerance
+    assert not decide({"accuracy": 0.9, "macro_f1": 0.894}, champ, policy).promoted
+    assert not decide({"accuracy": 0.79, "macro_f1": 0.95}, champ, policy).promoted  # below the floor
+    assert decide({"accuracy": 0.81, "macro_f1": 0.5}, None, policy).promoted  # first model: floor only
+    forced = decide({"accuracy": 0.5, "macro_f1": 0.5}, champ, policy, force=True)
+    assert forced.promoted and forced.forced and forced.outcome == "forced"
+    assert decide({"accuracy": 0.95, "macro_f1": 0.95}, champ, policy, force=True).outcome == "promoted"
+
+
+def test_tampered_model_is_refused(lake: tuple[str, str]) -> None:
+    uri, version = lake
+    path = Path(uri) / "models" / version / MODEL_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="fails its checksum"):
+        load_model(Lake(uri), version)
+    with pytest.raises(ModelIntegrityError):
+        evaluate(uri, version)
+
+
+def test_model_with_lambda_layer_is_refused_even_with_a_matching_manifest(lake: tuple[str, str],
+                                                                          tmp_path: Path) -> None:
+    import hashlib
+
+    import keras
+
+    uri, version = lake
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    evil = tmp_path / "evil.keras"
+    model.save(evil)
+    key = Path(uri) / "models" / version
+    shutil.copy(evil, key / MODEL_FILE)
+    manifest = json.loads((key / "_MANIFEST.json").read_text())
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
+    manifest["model_sha256"] = digest
+    for entry in manifest["files"]:
+        if entry["path"] == MODEL_FILE:
+            entry["sha256"] = digest
+    (key / "_MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="safe mode"):
+        load_model(Lake(uri), version)
+
+
+def test_evaluate_rewrites_the_evaluation_and_keeps_the_model(lake: tuple[str, str]) -> None:
+    uri, version = lake
+    before = read_version(Lake(uri), version)
+    summary = evaluate(uri, version)
+    after = Lake(uri).verify(version_key(version))
+    assert after["model_sha256"] == before["model_sha256"] and "reevaluated_at" in after
+    assert summary["metrics"]["n"] == Lake(uri).read_json(f"models/{version}/metrics.json")["n"]
+
+
+def test_unknown_version_is_a_clear_error(lake: tuple[str, str]) -> None:
+    uri, version = lake
+    with pytest.raises(ModelError, match=f"not found.*{version}"):
+        promote(uri, "20990101T000000Z-nope-000000")
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_cli_train_then_promote(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    uri = str(tmp_path / "lake") if where == "local" else request.getfixturevalue("s3_lake")
+    add_labeled(uri, tmp_path, "2026-04-01", 600, seed=5)
+    proc = subprocess.run([TEXTCLF, "train", "--lake", uri, "--epochs", "10", "--set", "explain_count=2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    trained = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert trained["report"].startswith(uri) and trained["metrics"]["accuracy"] > 0.5
+    proc = subprocess.run([TEXTCLF, "promote", "--lake", uri, "--model-version", trained["model_version"]],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    decision = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert decision["decision"] == "promoted" and "promoted:" in proc.stderr
+    assert read_champion(Lake(uri))["champion"]["version"] == trained["model_version"]
+
+
+def test_cli_unknown_architecture_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([TEXTCLF, "train", "--lake", str(tmp_path), "--model", "gpt"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown model architecture 'gpt'" in proc.stderr

@@ -1,0 +1,129 @@
+"""The promotion gate (CONTRACTS.md section 4): a candidate serves only if it is at least as good.
+
+Candidate and champion are compared on the same held-out documents: when both versions were
+evaluated on a test split with the same fingerprint their recorded metrics are used; otherwise
+(new labeled data arrived since) both are re-scored on the lake's current test split. Every
+decision, with the numbers behind it, is appended to ``champion.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from textclf.config import PromotionPolicy, TrainConfig
+from textclf.errors import ModelError
+from textclf.registry import read_champion, read_version, version_key, write_champion
+from textclf.storage import Lake, utc_now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate decided and why."""
+
+    promoted: bool
+    forced: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def outcome(self) -> str:
+        if self.forced:
+            return "forced"
+        return "promoted" if self.promoted else "refused"
+
+
+def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: PromotionPolicy,
+           force: bool = False) -> Decision:
+    """The gate as a pure function of the two versions' metrics on the same test split."""
+    reasons = []
+    accuracy, macro_f1 = candidate["accuracy"], candidate["macro_f1"]
+    floor_ok = accuracy >= policy.min_accuracy
+    reasons.append(f"accuracy {accuracy:.4f} {'>=' if floor_ok else '<'} floor {policy.min_accuracy:.4f}")
+    if champion is None:
+        reasons.append("no champion yet")
+        f1_ok = True
+    else:
+        bar = champion["macro_f1"] - policy.tolerance
+        f1_ok = macro_f1 >= bar
+        reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if f1_ok else '<'} champion's {champion['macro_f1']:.4f} "
+                       f"minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
+    passed = floor_ok and f1_ok
+    if force and not passed:
+        reasons.append("promoted anyway: forced by the operator")
+    return Decision(promoted=passed or force, forced=force and not passed, reasons=tuple(reasons))
+
+
+def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any) -> dict[str, Any]:
+    """A version's test metrics on the given split: recorded ones when the split matches, else re-scored."""
+    from textclf.registry import load_model
+    from textclf.training import metrics_on, predict_texts
+
+    recorded = lake.read_json(f"{version_key(version)}/metrics.json")
+    if fingerprint is None or recorded.get("test_split", {}).get("fingerprint") == fingerprint:
+        return recorded
+    log.info("re-scoring %s on the current test split (%d rows)", version, len(test))
+    loaded = load_model(lake, version)
+    return metrics_on(lambda texts: predict_texts(loaded.model, texts), loaded.classes, test)
+
+
+def _current_test_split(lake: Lake, candidate: str) -> Any:
+    from textclf.training import load_labeled, make_splits
+
+    config = TrainConfig.from_record(lake.read_json(f"{version_key(candidate)}/config.json"))
+    return make_splits(load_labeled(lake), config).test
+
+
+def promote(lake_uri: str, version: str, policy: PromotionPolicy | None = None, force: bool = False,
+            lake: Lake | None = None) -> dict[str, Any]:
+    """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
+    lake = lake or Lake(lake_uri)
+    policy = policy or PromotionPolicy()
+    read_version(lake, version)
+    if not lake.exists(f"{version_key(version)}/metrics.json"):
+        raise ModelError(f"model version {version} has no evaluation; run `textclf evaluate` first")
+    state = read_champion(lake)
+    current = state.get("champion")
+    if current and current["version"] == version:
+        return {"model_version": version, "promoted": False, "decision": "unchanged",
+                "reasons": ["already the champion"], "champion": version}
+    candidate_metrics = lake.read_json(f"{version_key(version)}/metrics.json")
+    champion_metrics = None
+    split = candidate_metrics.get("test_split", {})
+    if current:
+        champion_recorded = lake.read_json(f"{version_key(current['version'])}/metrics.json")
+        if champion_recorded.get("test_split", {}).get("fingerprint") == split.get("fingerprint"):
+            champion_metrics = champion_recorded
+        else:
+            test = _current_test_split(lake, version)
+            from textclf.training import split_fingerprint
+
+            fingerprint = split_fingerprint(test.doc_ids.tolist(), test.labels.tolist())
+            candidate_metrics = _metrics_for(lake, version, fingerprint, test)
+            champion_metrics = _metrics_for(lake, current["version"], fingerprint, test)
+            split = candidate_metrics["test_split"]
+    decision = decide(candidate_metrics, champion_metrics, policy, force)
+    record = {
+        "at": utc_now_iso(), "model_version": version, "decision": decision.outcome,
+        "promoted": decision.promoted, "forced": decision.forced, "reasons": list(decision.reasons),
+        "candidate": {"accuracy": candidate_metrics["accuracy"], "macro_f1": candidate_metrics["macro_f1"]},
+        "champion": None if current is None else {
+            "version": current["version"], "accuracy": champion_metrics["accuracy"],
+            "macro_f1": champion_metrics["macro_f1"]},
+        "test_split": split, "policy": dataclasses.asdict(policy),
+    }
+    # Re-read just before writing so a decision recorded meanwhile is kept in the history.
+    state = read_champion(lake)
+    state.setdefault("history", []).append(record)
+    if decision.promoted:
+        state["champion"] = {"version": version, "promoted_at": record["at"], "forced": decision.forced,
+                             "reasons": record["reasons"]}
+    write_champion(lake, state)
+    log.info("%s %s: %s", decision.outcome, version, "; ".join(decision.reasons))
+    return {"model_version": version, "promoted": decision.promoted, "decision": decision.outcome,
+            "reasons": list(decision.reasons),
+            "champion": state["champion"]["version"] if state.get("champion") else None,
+            "champion_uri": lake.uri_of("models/champion.json")}
