@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 LAKE   ?= demo/lake
 
-.PHONY: help install demo test test-slow lint bench-ingest clean distclean
+.PHONY: help install demo test test-slow lint bench-ingest bench-models clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the pipeline on a local lake ($(LAKE))"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
 	@echo "make lint        ruff"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
+	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
 	@echo "make clean       remove the demo lake and build outputs"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -42,6 +43,9 @@ lint: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python scripts/bench_ingest.py
+
+bench-models: $(STAMP)
+	$(BIN)/python scripts/bench_models.py --seed-archs ag_news_7600
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache .ruff_cache

@@ -135,6 +135,12 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
             f"    quarantine: {part['quarantine']}",
             f"    Data Docs:  {part['validation']['data_docs']}",
         ]
+    model = summary["model"]
+    lines += [
+        f"  model {model['model_version']}: test accuracy {model['metrics']['accuracy']:.4f}, "
+        f"macro-F1 {model['metrics']['macro_f1']:.4f}; {model['promotion']['decision']}",
+        f"    report:     {model['report']}",
+    ]
     print("\n".join(lines), file=sys.stderr)
     return summary
 

@@ -48,8 +48,11 @@ def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
 
 
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Land the demo corpus, then ingest and validate both kinds for ``config.date``."""
+    """Land the demo corpus, ingest and validate both kinds for ``config.date``, train and promote a model."""
+    from textclf.config import TrainConfig
     from textclf.ingest import ingest
+    from textclf.promotion import promote
+    from textclf.training import train
     from textclf.validation import validate
 
     progress = progress or NoProgress()
@@ -60,4 +63,6 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, 
         ingested = ingest(lake, [landed[kind]], IngestConfig(kind=kind, date=config.date), progress)
         report = validate(lake, kind, config.date, ValidationConfig(), progress)
         summary[kind] = {"landed": landed[kind], **ingested.summary(), "validation": report.summary()}
+    trained = train(config.lake, TrainConfig(seed=config.seed), progress, lake=lake)
+    summary["model"] = {**trained.summary(), "promotion": promote(config.lake, trained.version, lake=lake)}
     return summary

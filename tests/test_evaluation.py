@@ -1,0 +1,309 @@
+"""Evaluation: metrics against sklearn, calibration, label errors, LIME, maps, projector export and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+
+from textclf.evaluation import (
+    METADATA_HEADER,
+    PROJECTOR_CONFIG,
+    PROJECTOR_METADATA,
+    PROJECTOR_TENSORS,
+    SECTION_IDS,
+    UNKNOWN_ROW,
+    EvaluationInput,
+    build_evaluation,
+    compute_metrics,
+    explain_predictions,
+    label_indices,
+    probability_correlation,
+    probability_map,
+    projector_files,
+    render_report,
+    suspected_label_errors,
+)
+
+CLASSES = ("sports", "politics", "tech")
+KEYWORDS = {
+    "sports": ("goal", "match", "team", "coach"),
+    "politics": ("vote", "senate", "election", "minister"),
+    "tech": ("software", "chip", "laptop", "code"),
+}
+FILLER = ("the", "a", "today", "news", "about", "people", "said", "new", "week", "report")
+XSS = "<script>alert(1)</script> the goal <img src=x onerror=alert(1)> match"
+
+
+def keyword_model(texts: list[str]) -> np.ndarray:
+    """A stand-in model: softmax of 2 x the count of each class's keywords in the text."""
+    counts = np.zeros((len(texts), len(CLASSES)))
+    for i, text in enumerate(texts):
+        words = re.findall(r"\w+", text.lower())
+        for c, name in enumerate(CLASSES):
+            counts[i, c] = sum(w in KEYWORDS[name] for w in words)
+    logits = 2.0 * counts
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def make_text(rng: np.random.Generator, label: str, n_words: int = 10) -> str:
+    """Filler words with two or three keywords of ``label`` mixed in."""
+    words = list(rng.choice(FILLER, size=n_words))
+    for _ in range(int(rng.integers(2, 4))):
+        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(KEYWORDS[label])))
+    return " ".join(words)
+
+
+def make_input(per_class: int = 30, seed: int = 1) -> EvaluationInput:
+    """A synthetic test split: keyword texts, one mislabeled row, one unknown label, one hostile text."""
+    rng = np.random.default_rng(seed)
+    labels = [name for name in CLASSES for _ in range(per_class)]
+    texts = [make_text(rng, label) for label in labels]
+    # Row 0 is a sports text labelled politics: the planted label error.
+    texts[0] = "goal goal match team coach goal"
+    labels[0] = "politics"
+    texts.append("the weather report for the week")
+    labels.append("weather")
+    # A hostile text, labelled tech but full of sports keywords: it must appear (escaped) among the label errors.
+    texts.append(XSS)
+    labels.append("tech")
+    texts.append('quote " and tab\there\nnew line <b>bold</b> & vote')
+    labels.append("politics")
+    doc_ids = [f"doc-{i:03d}" for i in range(len(texts))]
+    doc_ids[-2] = "<img src=x onerror=alert(2)>"
+    history = {"loss": [1.0, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.8], "val_loss": [0.9, 0.7, 0.6],
+               "val_accuracy": [0.55, 0.7, 0.75]}
+    return EvaluationInput(
+        version="v<script>1", architecture="bow_mlp", classes=CLASSES, doc_ids=doc_ids, texts=texts, labels=labels,
+        probs=keyword_model(texts), history=history,
+        config={"epochs": 3, "seed": 0, "note": "<script>alert(3)</script>", "layers": [64, 32]},
+        lineage={"partitions": ["ingest_date=2024-01-01"], "rows_per_class": {"sports": 30, "<b>x</b>": 1}},
+    )
+
+
+@pytest.fixture(scope="module")
+def inp() -> EvaluationInput:
+    return make_input()
+
+
+@pytest.fixture(scope="module")
+def built(inp: EvaluationInput) -> tuple[dict, dict[str, bytes]]:
+    return build_evaluation(inp, keyword_model, explain_count=4, seed=0)
+
+
+def one_hot_probs(pred: list[int], k: int, p: float = 0.8) -> np.ndarray:
+    """Probabilities with ``p`` on the predicted class and the rest spread evenly."""
+    probs = np.full((len(pred), k), (1 - p) / (k - 1))
+    probs[np.arange(len(pred)), pred] = p
+    return probs
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+
+
+def test_metrics_match_sklearn_on_a_hand_checked_confusion() -> None:
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 2, 2]
+    labels = [CLASSES[i] for i in y_true]
+    m = compute_metrics(CLASSES, labels, one_hot_probs(y_pred, 3))
+
+    assert m["n"] == 6
+    assert m["accuracy"] == pytest.approx(4 / 6) == pytest.approx(accuracy_score(y_true, y_pred))
+    # By hand: F1 sports 0.8, politics 0.5, tech 2/3.
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert m["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
+    assert m["log_loss"] == pytest.approx(log_loss(y_true, one_hot_probs(y_pred, 3), labels=[0, 1, 2]))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred)
+    for c, name in enumerate(CLASSES):
+        assert m["per_class"][name]["precision"] == pytest.approx(precision[c])
+        assert m["per_class"][name]["recall"] == pytest.approx(recall[c])
+        assert m["per_class"][name]["f1"] == pytest.approx(f1[c])
+        assert m["per_class"][name]["support"] == support[c]
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["confusion_matrix_rows"] == list(CLASSES)
+    assert m["predicted_class_distribution"] == {"sports": 2, "politics": 2, "tech": 2}
+    assert m["low_confidence_share"] == 0.0
+    json.dumps(m)  # JSON-serialisable as returned
+
+
+def test_unknown_labels_always_count_as_errors() -> None:
+    labels = ["sports", "politics", "weather", "weather"]
+    m = compute_metrics(CLASSES, labels, one_hot_probs([0, 1, 2, 0], 3, p=0.99))
+
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["confusion_matrix_rows"] == [*CLASSES, UNKNOWN_ROW]
+    assert m["confusion_matrix"][3] == [1, 0, 1]
+    assert m["unknown_labels"] == {"weather": 2}
+    # The unknown rows are false positives of what was predicted for them.
+    assert m["per_class"]["sports"]["precision"] == pytest.approx(0.5)
+    assert m["per_class"]["tech"]["precision"] == 0.0
+    assert m["log_loss"] > compute_metrics(CLASSES, labels[:2], one_hot_probs([0, 1], 3, p=0.99))["log_loss"]
+
+
+def test_calibrated_predictions_have_near_zero_ece_and_overconfident_ones_large() -> None:
+    # 80% confidence, right 80% of the time: calibrated. 99% confidence, right half the time: not.
+    calibrated = compute_metrics(CLASSES, ["sports"] * 80 + ["politics"] * 20, one_hot_probs([0] * 100, 3, p=0.8))
+    overconfident = compute_metrics(CLASSES, ["sports", "politics"] * 50, one_hot_probs([0] * 100, 3, p=0.99))
+
+    assert calibrated["expected_calibration_error"] == pytest.approx(0.0, abs=1e-9)
+    assert overconfident["expected_calibration_error"] == pytest.approx(0.49)
+    assert len(calibrated["reliability_bins"]) == 15
+    full = [b for b in calibrated["reliability_bins"] if b["count"]]
+    assert full == [{"lower": pytest.approx(11 / 15), "upper": pytest.approx(12 / 15), "count": 100,
+                     "mean_confidence": pytest.approx(0.8), "accuracy": pytest.approx(0.8)}]
+
+
+def test_metrics_reject_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        compute_metrics(CLASSES, ["sports"], np.ones((1, 2)))
+    with pytest.raises(ValueError, match="not finite"):
+        compute_metrics(CLASSES, ["sports"], np.array([[np.nan, 0.5, 0.5]]))
+
+
+# -- label errors, correlation -------------------------------------------------------------------------------------
+
+
+def test_mislabeled_row_is_a_suspected_label_error(inp: EvaluationInput) -> None:
+    errors = suspected_label_errors(inp)
+
+    first = errors[0]
+    assert first["doc_id"] == "doc-000"
+    assert (first["label"], first["predicted"], first["reason"]) == ("politics", "sports", "confidently_wrong")
+    assert first["confidence"] >= 0.9 and first["label_probability"] < 0.01
+    assert [e["score"] for e in errors] == sorted((e["score"] for e in errors), reverse=True)
+    assert len(suspected_label_errors(inp, limit=1)) == 1
+    assert all(len(e["text"]) <= 300 for e in errors)
+
+
+def test_far_from_class_flags_an_atypical_row() -> None:
+    probs = one_hot_probs([0] * 50, 3, p=0.95)
+    probs[7] = [0.5, 0.45, 0.05]  # still predicted sports, but unlike every other sports row
+    inp = EvaluationInput("v1", "mlp", CLASSES, [f"d{i}" for i in range(50)], ["x"] * 50, ["sports"] * 50, probs,
+                          {}, {}, {})
+
+    errors = suspected_label_errors(inp)
+    assert [(e["doc_id"], e["reason"]) for e in errors] == [("d7", "far_from_class")]
+
+
+def test_constant_probability_columns_do_not_produce_nan() -> None:
+    probs = np.column_stack([np.linspace(0, 1, 10), 1 - np.linspace(0, 1, 10), np.zeros(10)])
+    corr = probability_correlation(probs)
+    assert np.isfinite(corr).all()
+    assert corr[0, 1] == pytest.approx(-1.0)
+    assert corr[2, 2] == 1.0 and corr[0, 2] == 0.0
+
+
+# -- explanations --------------------------------------------------------------------------------------------------
+
+
+def test_lime_ranks_the_class_keyword_as_the_top_positive_word() -> None:
+    texts = ["the people said the senate news was new today", "a new laptop report this week"]
+    first, second = explain_predictions(keyword_model, texts, CLASSES, num_samples=200, seed=3)
+
+    assert first["predicted_label"] == "politics"
+    assert first["words"][0]["word"] == "senate" and first["words"][0]["weight"] > 0.1
+    assert second["predicted_label"] == "tech" and second["words"][0]["word"] == "laptop"
+    assert len(first["words"]) == 8
+    assert all(abs(w["weight"]) < first["words"][0]["weight"] for w in first["words"][1:])
+    assert explain_predictions(keyword_model, texts[:1], CLASSES, num_samples=200, seed=3)[0] == first
+
+
+def test_lime_calls_the_model_once_per_text_and_handles_empty_and_long_texts() -> None:
+    calls: list[int] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return keyword_model(texts)
+
+    long_text = " ".join(["vote"] + ["filler"] * 1200 + ["goal"])
+    empty, punctuation, long = explain_predictions(counting, ["", "!!! ...", long_text], CLASSES, num_samples=50)
+
+    assert empty["words"] == [] and punctuation["words"] == []
+    assert long["truncated"] and long["words_total"] == 1202 and long["words_explained"] == 1000
+    assert long["predicted_label"] == "politics"  # "goal" lies past the first 1,000 words
+    assert "1,000" in long["note"]
+    assert calls == [1, 1, 50]
+
+
+# -- probability map, projector ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["tsne", "pca"])
+def test_probability_map_returns_anchors_and_means(inp: EvaluationInput, method: str) -> None:
+    y = label_indices(inp.classes, inp.labels)
+    result = probability_map(inp.probs, y, inp.classes, method=method, max_points=60)
+
+    assert result["method"] == method
+    assert np.asarray(result["points"]).shape == (60, 2)
+    assert np.asarray(result["anchors"]).shape == (3, 2)
+    assert np.asarray(result["means"]).shape == (3, 2)
+    assert result["mean_class"] == [0, 1, 2]
+    assert set(result["point_class"]) <= {-1, 0, 1, 2}
+    assert np.isfinite(result["points"]).all()
+
+
+def test_probability_map_auto_falls_back_to_pca_when_tiny() -> None:
+    result = probability_map(one_hot_probs([0, 1, 2], 3), [0, 1, 2], CLASSES)
+    assert result["method"] == "pca" and np.asarray(result["anchors"]).shape == (3, 2)
+
+
+def test_projector_files_have_matching_rows_and_a_metadata_header(inp: EvaluationInput) -> None:
+    files = projector_files(inp, per_class=10)
+
+    tensors = files[PROJECTOR_TENSORS].decode().splitlines()
+    metadata = files[PROJECTOR_METADATA].decode().splitlines()
+    assert metadata[0].split("\t") == list(METADATA_HEADER)
+    assert len(tensors) == len(metadata) - 1 == 10 * 3 + 1  # 10 per class, and the one unknown-label row
+    assert all(len(line.split("\t")) == 3 for line in tensors)
+    assert all(len(line.split("\t")) == 5 for line in metadata)
+    config = files[PROJECTOR_CONFIG].decode()
+    assert 'tensor_path: "tensors.tsv"' in config and 'metadata_path: "metadata.tsv"' in config
+
+
+# -- report and orchestration --------------------------------------------------------------------------------------
+
+
+def test_build_evaluation_writes_metrics_report_and_projector(built: tuple[dict, dict[str, bytes]]) -> None:
+    metrics, files = built
+
+    assert set(files) == {"metrics.json", "report.html", PROJECTOR_TENSORS, PROJECTOR_METADATA, PROJECTOR_CONFIG}
+    assert json.loads(files["metrics.json"]) == metrics
+    assert metrics["n"] == 93 and metrics["unknown_labels"] == {"weather": 1}
+
+
+def test_report_has_every_section_in_order_with_inline_images(built: tuple[dict, dict[str, bytes]]) -> None:
+    page = built[1]["report.html"].decode()
+
+    positions = [page.index(f'<section id="{sid}">') for sid in SECTION_IDS]
+    assert positions == sorted(positions)
+    assert page.count("data:image/png;base64,") >= 5
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing loaded from elsewhere
+    assert "<mark " in page
+
+
+def test_report_escapes_hostile_text(built: tuple[dict, dict[str, bytes]]) -> None:
+    page = built[1]["report.html"].decode()
+
+    assert "<script" not in page.lower()
+    assert "<img src=x" not in page
+    assert "<b>x</b>" not in page and "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the hostile document itself is shown, inert
+
+
+def test_report_highlights_escaped_tokens_and_notes_empty_history(inp: EvaluationInput) -> None:
+    bare = EvaluationInput("v2", "cnn", inp.classes, inp.doc_ids, inp.texts, inp.labels, inp.probs, {}, {}, {})
+    explanations = explain_predictions(keyword_model, [XSS], CLASSES, num_samples=100)
+    metrics = compute_metrics(bare.classes, bare.labels, bare.probs)
+    prob_map = probability_map(bare.probs, label_indices(bare.classes, bare.labels), bare.classes, method="pca")
+    page = render_report(bare, metrics, explanations=explanations, label_errors=[], prob_map=prob_map)
+
+    assert "<script" not in page.lower() and "<img src=x" not in page
+    assert re.search(r"&lt;(<mark [^>]*>)?script(</mark>)?&gt;", page)  # the tag's word is highlighted, escaped
+    assert re.search(r'<mark style="background:rgba\(0,160,60,[0-9.]+\)" title="\+[0-9.]+">goal</mark>', page)
+    assert "No training history" in page
+    assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
