@@ -68,3 +68,17 @@ def test_ingest_to_s3_lake_from_cli(tmp_path: Path, s3_lake: str) -> None:
                env={**os.environ})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["dataset"].startswith(s3_lake)
+
+
+def test_demo_runs_every_stage_and_promotes_a_model(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    proc = subprocess.run([*TEXTCLF, "demo", "--lake", str(lake), "--date", "2026-02-01", "--labeled-rows", "2000",
+                           "--unlabeled-rows", "200", "-q"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    model = summary["model"]
+    assert model["promotion"]["decision"] == "promoted"
+    assert (lake / "models" / model["model_version"] / "report.html").is_file()
+    champion = json.loads((lake / "models" / "champion.json").read_text())
+    assert champion["champion"]["version"] == model["model_version"]
+    assert "report:" in proc.stderr and "Data Docs:" in proc.stderr

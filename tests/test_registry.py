@@ -182,7 +182,7 @@ def test_unknown_version_is_a_clear_error(lake: tuple[str, str]) -> None:
 @pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_cli_train_then_promote(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     uri = str(tmp_path / "lake") if where == "local" else request.getfixturevalue("s3_lake")
-    add_labeled(uri, tmp_path, "2026-04-01", 600, seed=5)
+    add_labeled(uri, tmp_path, "2026-04-01", 1500, seed=5)
     proc = subprocess.run([TEXTCLF, "train", "--lake", uri, "--epochs", "10", "--set", "explain_count=2"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
