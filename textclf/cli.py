@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on all labeled data, evaluate it and register a new version",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_architectures_help())
     p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
-    p.add_argument("--model", help="architecture name (default: the project's best, tfidf_ngram)")
+    p.add_argument("--model", help="architecture name (default: the project's best, nb_tfidf)")
     p.add_argument("--epochs", type=int, help="maximum epochs; early stopping usually ends sooner (default 30)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",

@@ -79,7 +79,7 @@ class TrainConfig:
     Airflow Params through ``with_overrides``.
     """
 
-    model: str = "tfidf_ngram"
+    model: str = "nb_tfidf"
     epochs: int = 30  # upper bound: early stopping on the validation split ends most runs sooner
     seed: int = 0
     batch_size: int | None = None
@@ -91,6 +91,7 @@ class TrainConfig:
     units: int | None = None  # hidden units (MLP, LSTM, convolution filters)
     dropout: float | None = None
     ngrams: int | None = None
+    char_branch: str | None = None  # nb_tfidf: auto (short texts), on, off
     patience: int = 3  # epochs without improvement of `monitor` before stopping
     monitor: str = "val_loss"
     min_steps_per_epoch: int = 50  # small datasets get smaller batches, so every epoch makes real progress
@@ -112,6 +113,8 @@ class TrainConfig:
             raise UsageError(f"mixed_precision must be auto, on or off, got {self.mixed_precision!r}")
         if self.monitor not in ("val_loss", "val_accuracy"):
             raise UsageError(f"monitor must be val_loss or val_accuracy, got {self.monitor!r}")
+        if self.char_branch not in (None, "auto", "on", "off"):
+            raise UsageError(f"char_branch must be auto, on or off, got {self.char_branch!r}")
         if self.optimizer not in (None, "adam", "adamw", "rmsprop"):
             raise UsageError(f"optimizer must be adam, adamw or rmsprop, got {self.optimizer!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:

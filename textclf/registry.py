@@ -38,7 +38,7 @@ _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def new_version(architecture: str) -> str:
-    """A new version id that sorts by creation time: ``20261121T101500Z-tfidf_ngram-1a2b3c``."""
+    """A new version id that sorts by creation time: ``20261121T101500Z-nb_tfidf-1a2b3c``."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{architecture}-{uuid.uuid4().hex[:6]}"
 
@@ -116,6 +116,8 @@ class LoadedModel:
 def load_model(lake: Lake, version: str) -> LoadedModel:
     """Load a registered model: checksum first, then Keras with ``safe_mode=True``, then shape checks."""
     import keras
+
+    import textclf.layers  # noqa: F401 - registers the project's own layers; nothing else may deserialize
 
     key = version_key(version)
     manifest = read_version(lake, version)
