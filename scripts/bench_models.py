@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from textclf.config import TrainConfig  # noqa: E402
+from textclf.errors import ModelError  # noqa: E402
 from textclf.models import DEFAULT_ARCHITECTURE, architectures  # noqa: E402
 from textclf.normalize import normalize_text  # noqa: E402
 from textclf.training import LabeledData, Splits, assign_splits, fit, predict_texts  # noqa: E402
@@ -113,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         models = list(architectures()) if name in args.seed_archs else args.models
         for model in models:
             config = TrainConfig(model=model, seed=args.seed).with_overrides(args.settings)
-            row = {"dataset": name, "model": model, **run_model(train, test, config), "baseline": base}
+            try:
+                row = {"dataset": name, "model": model, **run_model(train, test, config), "baseline": base}
+            except ModelError as exc:  # a collapsed recipe is a result too
+                print(f"{name:<18} {model:<18} failed: {exc}", flush=True)
+                rows.append({"dataset": name, "model": model, "error": str(exc)})
+                continue
             rows.append(row)
             target = TARGETS[name] if model == DEFAULT_ARCHITECTURE else None
             met = "" if target is None else ("met" if row["accuracy"] >= target else "MISSED")

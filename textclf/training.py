@@ -263,7 +263,10 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
     attempts: list[dict[str, Any]] = []
     try:
         for attempt in range(config.max_attempts):
-            params = dataclasses.replace(base, batch_size=batch_size, seed=config.seed + 1000 * attempt)
+            # A collapsed run is retried with another seed and half the step size: collapse is
+            # usually an optimisation blow-up (dead ReLUs, one class's logit running away).
+            params = dataclasses.replace(base, batch_size=batch_size, seed=config.seed + 1000 * attempt,
+                                         learning_rate=base.learning_rate * 0.5 ** attempt)
             keras.utils.set_random_seed(params.seed)
             with strategy.scope():
                 model = build_model(params, splits.train.texts.astype(str), y_train, len(splits.classes))
@@ -282,11 +285,12 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
             progress.close()
             hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
             reason = collapse_reason(y_val, predict_texts(model, splits.validation.texts))
-            attempts.append({"attempt": attempt + 1, "seed": params.seed, "epochs_run": len(hist.get("loss", [])),
-                             "collapsed": reason})
+            attempts.append({"attempt": attempt + 1, "seed": params.seed, "learning_rate": params.learning_rate,
+                             "epochs_run": len(hist.get("loss", [])), "collapsed": reason})
             if reason is None:
                 return FitResult(model, params, hist, attempts, time.perf_counter() - started, devices)
-            log.warning("training attempt %d collapsed: %s; retrying with another seed", attempt + 1, reason)
+            log.warning("training attempt %d collapsed: %s; retrying with another seed and half the learning rate",
+                        attempt + 1, reason)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     raise ModelError(f"training {config.model} collapsed in all {config.max_attempts} attempts "
@@ -324,7 +328,6 @@ def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], l
                      classes: Sequence[str], test: LabeledData, history: dict[str, list[float]],
                      seed: int, explain_count: int) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Evaluate a model on the test split: metrics plus every report file."""
-    import numpy as np
 
     from textclf.evaluation import EvaluationInput, build_evaluation
 
@@ -338,7 +341,7 @@ def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], l
                              "rows": len(test)}
     metrics["evaluated_at"] = utc_now_iso()
     files["metrics.json"] = _json_bytes(metrics)
-    files["test_predictions.parquet"] = _predictions_parquet(test, classes, probs, np)
+    files["test_predictions.parquet"] = _predictions_parquet(test, classes, probs)
     return metrics, files
 
 
@@ -348,10 +351,11 @@ def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
 
 
-def _predictions_parquet(test: LabeledData, classes: Sequence[str], probs: np.ndarray, np: Any) -> bytes:
+def _predictions_parquet(test: LabeledData, classes: Sequence[str], probs: np.ndarray) -> bytes:
     """The test split's predictions, kept for audits and for comparing versions row by row."""
     import io
 
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
