@@ -28,7 +28,7 @@ WORDS = {
     "finance": "market stock bank profit shares investor dividend loan interest budget",
     "science": "atom cell gene laboratory molecule physics theory experiment orbit protein",
 }
-FILLER = "the a of and to in is it that was for on with as this".split()
+FILLER = ["the", "a", "of", "and", "to", "in", "is", "it", "that", "was", "for", "on", "with", "as", "this"]
 
 
 def separable_corpus(n: int, seed: int = 0) -> LabeledData:

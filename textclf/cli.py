@@ -193,6 +193,8 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # TensorFlow's Python-side warnings (tf.function retracing and the like) are for developers.
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
