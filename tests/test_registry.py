@@ -112,8 +112,16 @@ def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, st
     second = train(uri, FAST).version
     result = promote(uri, second)
     record = read_champion(Lake(uri))["history"][-1]
-    old_rows = Lake(uri).read_json(f"models/{first}/metrics.json")["test_split"]["rows"]
-    assert record["test_split"]["rows"] > old_rows  # both compared on the larger, current split
+    recorded = Lake(uri).read_json(f"models/{first}/metrics.json")
+    assert record["test_split"]["rows"] > recorded["test_split"]["rows"]
+    # The champion's numbers in the decision are its scores on the current, larger split, not its old ones.
+    from textclf.training import load_labeled, make_splits, metrics_on, predict_texts
+
+    test = make_splits(load_labeled(Lake(uri)), FAST).test
+    champion = load_model(Lake(uri), first)
+    expected = metrics_on(lambda texts: predict_texts(champion.model, texts), champion.classes, test)
+    assert record["champion"]["macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert record["test_split"]["fingerprint"] == expected["test_split"]["fingerprint"]
     assert result["decision"] in ("promoted", "refused")
 
 

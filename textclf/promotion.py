@@ -98,9 +98,9 @@ def promote(lake_uri: str, version: str, policy: PromotionPolicy | None = None, 
         if champion_recorded.get("test_split", {}).get("fingerprint") == split.get("fingerprint"):
             champion_metrics = champion_recorded
         else:
-            test = _current_test_split(lake, version)
             from textclf.training import split_fingerprint
 
+            test = _current_test_split(lake, version)
             fingerprint = split_fingerprint(test.doc_ids.tolist(), test.labels.tolist())
             candidate_metrics = _metrics_for(lake, version, fingerprint, test)
             champion_metrics = _metrics_for(lake, current["version"], fingerprint, test)

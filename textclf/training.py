@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -94,7 +95,8 @@ def load_labeled(lake: Lake) -> LabeledData:
     replaced = 0
     used = []
     for key in partitions:
-        manifest = lake.require_manifest(key)
+        manifest_bytes = lake.read_bytes(f"{key}/_MANIFEST.json")
+        manifest = json.loads(manifest_bytes)
         table = lake.read_table(key, columns=["doc_id", "text", "label"])
         for doc_id, text, label in zip(*(table.column(c).to_pylist() for c in ("doc_id", "text", "label")),
                                        strict=True):
@@ -108,7 +110,7 @@ def load_labeled(lake: Lake) -> LabeledData:
                 texts[at], labels[at] = text, label
                 replaced += 1
         used.append({"partition": key, "rows": table.num_rows, "created_at": manifest.get("created_at"),
-                     "manifest_sha256": hashlib.sha256(lake.read_bytes(f"{key}/_MANIFEST.json")).hexdigest()})
+                     "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()})
     lineage = {"partitions": used, "rows": len(doc_ids), "replaced_by_later_ingest": replaced,
                "rows_per_class": dict(sorted(Counter(labels).items()))}
     return LabeledData(np.array(doc_ids, dtype=object), np.array(texts, dtype=object),
@@ -346,8 +348,6 @@ def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], l
 
 
 def _json_bytes(obj: Any) -> bytes:
-    import json
-
     return json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
 
 
