@@ -86,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allowed drop in macro-F1 against the champion (default 0.005)")
     p.add_argument("--min-accuracy", type=float, default=0.70, help="absolute accuracy floor (default 0.70)")
     _common(p)
+
+    p = sub.add_parser("score", help="score a date's unlabeled documents into a predictions partition")
+    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p.add_argument("--date", required=True, help="ingest date of the documents to score, YYYY-MM-DD")
+    p.add_argument("--model-version", help="model version (default: the champion)")
+    p.add_argument("--shards", type=int, default=1, help="score as N shards by doc id (default 1)")
+    p.add_argument("--shard", type=int, help="score only this shard (0..N-1) and do not publish; "
+                   "publish later with --commit-only")
+    p.add_argument("--commit-only", action="store_true", help="publish the scored shards of the date as one partition")
+    p.add_argument("--batch-rows", type=int, default=8192, help="documents per batch (bounds memory)")
+    _common(p)
+
+    p = sub.add_parser("report", help="write the scoring report of a date (HTML + JSON)")
+    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p.add_argument("--date", required=True, help="run date YYYY-MM-DD")
+    _common(p)
     return parser
 
 
@@ -175,6 +191,37 @@ def cmd_promote(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     return result
 
 
+def cmd_score(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import parse_date
+    from textclf.scoring import ScoreConfig, commit_predictions, report, score, score_shard
+    from textclf.storage import Lake
+
+    config = ScoreConfig(date=parse_date(args.date), model_version=args.model_version, num_shards=args.shards,
+                         batch_rows=args.batch_rows)
+    lake = Lake(args.lake)
+    if args.shard is not None:
+        manifest = score_shard(lake, config, args.shard, progress)
+        return {"shard": args.shard, "num_shards": args.shards, "rows": manifest["rows"],
+                "model_version": manifest["model_version"]}
+    if args.commit_only:
+        manifest = commit_predictions(lake, config.date, config.num_shards)
+        summary = report(lake.uri, config.date, lake=lake)
+        return {"predictions": lake.uri_of(manifest["partition"]), "rows": manifest["rows"],
+                "report": summary["uri"]}
+    result = score(lake.uri, config, progress, lake=lake)
+    for warning in result.summary().get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    return result.summary()
+
+
+def cmd_report(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    from textclf.config import parse_date
+    from textclf.scoring import report
+
+    content = report(args.lake, parse_date(args.date))
+    return {"report": content["uri"], "warnings": [w["message"] for w in content.get("warnings", [])]}
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "ingest": cmd_ingest,
     "validate": cmd_validate,
@@ -182,6 +229,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "promote": cmd_promote,
+    "score": cmd_score,
+    "report": cmd_report,
 }
 
 

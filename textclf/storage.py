@@ -269,6 +269,14 @@ class PartitionWriter:
                     entries.append(self.add_bytes(f"{name}/{rel}", fh.read()))
         return entries
 
+    def adopt(self, name: str, src_key: str, entry: dict[str, Any]) -> FileEntry:
+        """Move an already-written, already-hashed file (another partition's) into this one."""
+        name = self._check_name(name)
+        self.lake.move(src_key, f"{self.staging}/{name}")
+        adopted = FileEntry(name, entry.get("rows"), entry["bytes"], entry["sha256"])
+        self.files.append(adopted)
+        return adopted
+
     def rewrite_parquet(self, entry: FileEntry, schema: pa.Schema,
                         batches: Iterable[pa.RecordBatch | pa.Table]) -> FileEntry:
         """Replace a staged Parquet file's content (streamed), keeping its name (used to drop rows)."""

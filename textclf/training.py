@@ -312,6 +312,18 @@ def save_model(model: keras.Model, path: str, probe_texts: Sequence[str]) -> Non
         raise ModelError(f"saved model at {path} does not reproduce its predictions after reloading")
 
 
+def training_profile(model: keras.Model, splits: Splits) -> dict[str, Any]:
+    """Baselines for scoring-time drift: word-count bins of the training texts, OOV rate on validation."""
+    import numpy as np
+
+    from textclf.scoring import model_vocabulary, oov_counts, word_bin_counts
+
+    words = np.fromiter((t.count(" ") + 1 if t else 0 for t in splits.train.texts), dtype=np.int64,
+                        count=len(splits.train))
+    oov, total = oov_counts(splits.validation.texts.tolist(), model_vocabulary(model))
+    return {"word_bins": word_bin_counts(words), "oov_rate": oov / total if total else None}
+
+
 @dataclass
 class TrainResult:
     version: str
@@ -390,7 +402,8 @@ def train(lake_uri: str, config: TrainConfig, progress: Progress | None = None,
         model_path = os.path.join(tmp, "model.keras")
         save_model(result.model, model_path, splits.validation.texts.astype(str).tolist())
         lineage = {**data.lineage, "splits": splits.counts(), "split_salt": SPLIT_SALT,
-                   "test_percent": config.test_percent, "validation_percent": config.validation_percent}
+                   "test_percent": config.test_percent, "validation_percent": config.validation_percent,
+                   "profile": training_profile(result.model, splits)}
         run_config = {**config.as_dict(), "resolved": params_dict(result.params)}
         training = {"history": result.history, "attempts": result.attempts, "seconds": round(result.seconds, 2),
                     "devices": result.devices, "trained_at": utc_now_iso()}

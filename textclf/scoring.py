@@ -1,0 +1,387 @@
+"""Batch scoring: a date's unlabeled documents through a registered model into a predictions partition.
+
+The output is CONTRACTS.md section 6 (schema version 1). Scoring streams record batches from
+Parquet through the model, so memory is bounded by the batch size. A date can be scored as N
+shards (by a hash of the doc id); each shard is committed as its own hidden partition and
+``commit_predictions`` then publishes all of them as one partition with one manifest, written
+last. The unsharded path is the same code with N = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
+from textclf.progress import NoProgress, Progress
+from textclf.storage import Lake
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SHARD_SALT = "textclf-shard-v1:"
+CONFIDENCE_BINS = 20
+LOW_CONFIDENCE = 0.5
+OOV_SAMPLE_PER_BATCH = 512  # documents per batch whose tokens are checked against the vocabulary
+_TOKEN_RE = re.compile(r"\w+(?:'\w+)*")
+
+
+def predictions_key(date: str) -> str:
+    return f"predictions/run_date={date}"
+
+
+def report_key(date: str) -> str:
+    return f"reports/run_date={date}"
+
+
+def shard_key(date: str, shard: int, num_shards: int) -> str:
+    return f"predictions/_shards/run_date={date}/shard={shard:05d}-of-{num_shards:05d}"
+
+
+def unlabeled_key(date: str) -> str:
+    return f"datasets/unlabeled/ingest_date={date}"
+
+
+def prediction_schema() -> pa.Schema:
+    """Schema version 1 of the predictions, column for column."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("doc_id", pa.string()),
+        ("predicted_label", pa.string()),
+        ("confidence", pa.float32()),
+        ("top_labels", pa.list_(pa.string())),
+        ("top_probs", pa.list_(pa.float32())),
+        ("model_version", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def shard_of(doc_id: str, num_shards: int) -> int:
+    """The shard a document belongs to: stable across runs and machines."""
+    if num_shards == 1:
+        return 0
+    digest = hashlib.sha256((SHARD_SALT + doc_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def model_vocabulary(model: keras.Model) -> frozenset[str]:
+    """The single-word entries of the model's word vectorizer (n-grams and special tokens left out)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.TextVectorization) and layer.name == "vectorize":
+            return frozenset(t for t in layer.get_vocabulary() if t and " " not in t and not t.startswith("["))
+    return frozenset()
+
+
+def oov_counts(texts: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, int]:
+    """(word tokens not in the vocabulary, word tokens) over some texts; lower-cased word tokens only."""
+    oov = total = 0
+    for text in texts:
+        tokens = _TOKEN_RE.findall(text.lower())
+        total += len(tokens)
+        oov += sum(1 for t in tokens if t not in vocabulary)
+    return oov, total
+
+
+def word_bin_counts(words: np.ndarray) -> dict[str, int]:
+    """Documents per word-count bin, with the bins of the validation profile."""
+    import numpy as np
+
+    from textclf.validation import WORD_BINS
+
+    edges = [edge for _, edge in WORD_BINS[:-1]]
+    counts = np.bincount(np.searchsorted(edges, words, side="left"), minlength=len(WORD_BINS))
+    return {name: int(n) for (name, _), n in zip(WORD_BINS, counts, strict=True)}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What to score and how."""
+
+    date: str
+    model_version: str | None = None  # None: the champion
+    batch_rows: int = 8_192
+    rows_per_file: int = 1_000_000
+    num_shards: int = 1
+    top_k: int = 3
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1 or self.rows_per_file < 1 or self.top_k < 1:
+            raise UsageError("batch_rows, rows_per_file and top_k must be positive")
+        if self.num_shards < 1:
+            raise UsageError(f"num_shards must be at least 1, got {self.num_shards}")
+
+
+@dataclass
+class ScoringStats:
+    """Signals accumulated batch by batch while scoring (bounded size, whatever the row count)."""
+
+    rows: int = 0
+    predicted: Counter = field(default_factory=Counter)
+    confidence_hist: list[int] = field(default_factory=lambda: [0] * CONFIDENCE_BINS)
+    length_bins: Counter = field(default_factory=Counter)
+    oov_tokens: int = 0
+    sampled_tokens: int = 0
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_batch(self, labels: Sequence[str], confidence: np.ndarray, words: np.ndarray,
+                  oov: tuple[int, int]) -> None:
+        import numpy as np
+
+        n = len(labels)
+        self.rows += n
+        self.predicted.update(labels)
+        bins = np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1)
+        for i, count in enumerate(np.bincount(bins, minlength=CONFIDENCE_BINS)):
+            self.confidence_hist[i] += int(count)
+        self.length_bins.update(word_bin_counts(words))
+        self.oov_tokens += oov[0]
+        self.sampled_tokens += oov[1]
+        self.batches.append({
+            "batch": len(self.batches), "rows": n,
+            "oov_rate": oov[0] / oov[1] if oov[1] else None,
+            "mean_words": float(words.mean()) if n else None, "max_words": int(words.max()) if n else None,
+            "mean_confidence": float(confidence.mean()) if n else None,
+            "low_confidence_share": float((confidence < LOW_CONFIDENCE).mean()) if n else None,
+        })
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "predicted": dict(self.predicted), "confidence_hist": self.confidence_hist,
+                "length_bins": dict(self.length_bins), "oov_tokens": self.oov_tokens,
+                "sampled_tokens": self.sampled_tokens, "batches": self.batches}
+
+    @classmethod
+    def merge(cls, parts: Iterable[dict[str, Any]]) -> ScoringStats:
+        """Combine the stats of several shards (batches renumbered in shard order)."""
+        total = cls()
+        for part in parts:
+            total.rows += part["rows"]
+            total.predicted.update(part["predicted"])
+            total.confidence_hist = [a + b for a, b in zip(total.confidence_hist, part["confidence_hist"],
+                                                           strict=True)]
+            total.length_bins.update(part["length_bins"])
+            total.oov_tokens += part["oov_tokens"]
+            total.sampled_tokens += part["sampled_tokens"]
+            total.batches += [{**b, "batch": len(total.batches) + i} for i, b in enumerate(part["batches"])]
+        return total
+
+
+def _prediction_batch(doc_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], version: str,
+                      scored_at: Any, top_k: int) -> pa.RecordBatch:
+    """One record batch in schema version 1 from a batch of probabilities."""
+    import numpy as np
+    import pyarrow as pa
+
+    k = min(top_k, len(classes))
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    top_probs = np.take_along_axis(probs, top, axis=1).astype(np.float32)
+    class_array = np.array(classes, dtype=object)
+    n = len(doc_ids)
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    return pa.RecordBatch.from_arrays([
+        pa.array(doc_ids, pa.string()),
+        pa.array(class_array[top[:, 0]], pa.string()),
+        pa.array(top_probs[:, 0], pa.float32()),
+        pa.ListArray.from_arrays(offsets, pa.array(class_array[top.ravel()], pa.string())),
+        pa.ListArray.from_arrays(offsets, pa.array(top_probs.ravel(), pa.float32())),
+        pa.array([version] * n, pa.string()),
+        pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
+    ], schema=prediction_schema())
+
+
+def _resolve_version(lake: Lake, requested: str | None) -> str:
+    from textclf.registry import champion_version
+
+    return requested or champion_version(lake)
+
+
+def _require_input(lake: Lake, date: str) -> dict[str, Any]:
+    manifest = lake.read_manifest(unlabeled_key(date))
+    if manifest is None:
+        raise PartitionNotFoundError(f"no unlabeled data ingested for {date} at {lake.uri_of(unlabeled_key(date))}: "
+                                     f"run `textclf ingest --kind unlabeled --date {date}` first")
+    return manifest
+
+
+def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress | None = None) -> dict[str, Any]:
+    """Score the documents of one shard into its hidden shard partition; returns the shard manifest."""
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow.compute as pc
+    import tensorflow as tf
+
+    from textclf.registry import load_model
+
+    if not 0 <= shard < config.num_shards:
+        raise UsageError(f"shard must be between 0 and {config.num_shards - 1}, got {shard}")
+    progress = progress or NoProgress()
+    source = _require_input(lake, config.date)
+    version = _resolve_version(lake, config.model_version)
+    loaded = load_model(lake, version)
+    vocabulary = model_vocabulary(loaded.model)
+    classes = loaded.classes
+    scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stats = ScoringStats()
+    started = time.perf_counter()
+    key = shard_key(config.date, shard, config.num_shards)
+    progress.start(source.get("rows"), f"scoring {config.date}" + (f" shard {shard}" if config.num_shards > 1 else ""),
+                   unit="doc")
+    seen = 0
+    with lake.partition(key) as part:
+        writer = None
+        for batch in lake.iter_batches(unlabeled_key(config.date), columns=["doc_id", "text"],
+                                       batch_size=config.batch_rows):
+            seen += batch.num_rows
+            doc_ids = batch.column("doc_id").to_pylist()
+            texts = batch.column("text")
+            if config.num_shards > 1:
+                mask = np.fromiter((shard_of(d, config.num_shards) == shard for d in doc_ids), dtype=bool,
+                                   count=len(doc_ids))
+                doc_ids = [d for d, keep in zip(doc_ids, mask, strict=True) if keep]
+                texts = texts.filter(mask)
+            if doc_ids:
+                text_list = texts.to_pylist()
+                probs = np.asarray(loaded.model.predict_on_batch(tf.constant(text_list)), dtype=np.float32)
+                record = _prediction_batch(doc_ids, probs, classes, version, scored_at, config.top_k)
+                if writer is None or writer.rows >= config.rows_per_file:
+                    if writer is not None:
+                        part.close_parquet(writer)
+                    writer = part.parquet(f"part-{shard:05d}-{len(part.files):05d}.parquet", prediction_schema())
+                writer.write(record)
+                words = np.asarray(pc.add(pc.count_substring(texts, " "), 1), dtype=np.int64)
+                stats.add_batch(record.column("predicted_label").to_pylist(), probs.max(axis=1), words,
+                                oov_counts(text_list[:OOV_SAMPLE_PER_BATCH], vocabulary))
+            progress.update(seen)
+        if writer is not None:
+            part.close_parquet(writer)
+        progress.close()
+        manifest = part.commit({"kind": "prediction_shard", "run_date": config.date, "shard": shard,
+                                "num_shards": config.num_shards, "model_version": version, "classes": list(classes),
+                                "rows": stats.rows, "source_manifest_created_at": source.get("created_at"),
+                                "seconds": round(time.perf_counter() - started, 3), "stats": stats.as_dict()})
+    log.info("scored %d documents of %s (shard %d of %d) with %s", stats.rows, config.date, shard,
+             config.num_shards, version)
+    return manifest
+
+
+def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]:
+    """Publish every shard of a date as one predictions partition (schema version 1), manifest last."""
+    source = _require_input(lake, date)
+    shards = []
+    for shard in range(num_shards):
+        manifest = lake.read_manifest(shard_key(date, shard, num_shards))
+        if manifest is None:
+            raise StorageError(f"shard {shard} of {num_shards} for {date} has not been scored; "
+                               f"rerun `textclf score --date {date}` (or that shard's task)")
+        if manifest.get("source_manifest_created_at") != source.get("created_at"):
+            raise StorageError(f"shard {shard} of {num_shards} for {date} scored an older ingest of that date; "
+                               "rescore it")
+        shards.append(manifest)
+    versions = {m["model_version"] for m in shards}
+    if len(versions) != 1:
+        raise ModelError(f"the shards of {date} were scored by different models ({', '.join(sorted(versions))}); "
+                         "rescore them with one --model-version")
+    rows = sum(m["rows"] for m in shards)
+    eligible = source["rows"]
+    if rows != eligible:
+        raise StorageError(f"shards of {date} hold {rows} predictions for {eligible} eligible documents; "
+                           "rescore the date")
+    quarantined = source.get("quarantined_rows", 0)
+    duplicates = source.get("duplicates_removed", 0)
+    with lake.partition(predictions_key(date)) as part:
+        for shard, manifest in enumerate(shards):
+            base = shard_key(date, shard, num_shards)
+            for entry in manifest["files"]:
+                part.adopt(entry["path"], f"{base}/{entry['path']}", entry)
+        published = part.commit({
+            "schema_version": SCHEMA_VERSION, "run_date": date, "model_version": versions.pop(),
+            "classes": shards[0]["classes"], "rows": rows,
+            # Exact duplicates are the same document received twice: they are not eligible, and not quarantined.
+            "input_rows": eligible + quarantined, "quarantined_rows": quarantined,
+            "duplicates_removed": duplicates, "received_rows": source.get("input_rows"),
+            "num_shards": num_shards, "source": unlabeled_key(date),
+            "signals": ScoringStats.merge(m["stats"] for m in shards).as_dict(),
+        })
+    lake.delete_tree(f"predictions/_shards/run_date={date}")
+    return published
+
+
+@dataclass
+class ScoreResult:
+    date: str
+    uri: str
+    manifest: dict[str, Any]
+    report: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        out = {"predictions": self.uri, "run_date": self.date, "model_version": m["model_version"],
+               "rows": m["rows"], "input_rows": m["input_rows"], "quarantined_rows": m["quarantined_rows"],
+               "files": len(m["files"])}
+        if self.report:
+            out["report"] = self.report["uri"]
+            out["warnings"] = [w["message"] for w in self.report.get("warnings", [])]
+        return out
+
+
+def score(lake_uri: str, config: ScoreConfig, progress: Progress | None = None, lake: Lake | None = None,
+          with_report: bool = True) -> ScoreResult:
+    """Score every unlabeled document ingested for ``config.date`` and publish the predictions partition."""
+    lake = lake or Lake(lake_uri)
+    for shard in range(config.num_shards):
+        score_shard(lake, config, shard, progress)
+    manifest = commit_predictions(lake, config.date, config.num_shards)
+    summary = report(lake.uri, config.date, lake=lake) if with_report else None
+    return ScoreResult(config.date, lake.uri_of(predictions_key(config.date)), manifest, summary)
+
+
+def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]:
+    """Write the scoring report of a date (JSON + HTML) from its predictions manifest and the model's lineage."""
+    import json
+
+    from textclf.registry import version_key
+    from textclf.scoring_report import ScoringReportInput, build_scoring_report
+    from textclf.validation import validation_key
+
+    lake = lake or Lake(lake_uri)
+    manifest = lake.require_manifest(predictions_key(date))
+    version = manifest["model_version"]
+    lineage = lake.read_json(f"{version_key(version)}/lineage.json")
+    profile = lineage.get("profile", {})
+    signals = manifest["signals"]
+    docs_key = f"{validation_key('unlabeled', date)}/data_docs/index.html"
+    inp = ScoringReportInput(
+        run_date=date, model_version=version, classes=tuple(manifest["classes"]),
+        counts={"input_rows": manifest["input_rows"], "rows": manifest["rows"],
+                "quarantined_rows": manifest["quarantined_rows"],
+                "duplicates_removed": manifest.get("duplicates_removed", 0)},
+        predicted_counts=signals["predicted"], training_class_counts=lineage.get("rows_per_class", {}),
+        confidence_hist=signals["confidence_hist"], length_bins=signals["length_bins"],
+        training_length_bins=profile.get("word_bins"),
+        oov_rate=signals["oov_tokens"] / signals["sampled_tokens"] if signals["sampled_tokens"] else None,
+        training_oov_rate=profile.get("oov_rate"), batch_signals=signals["batches"],
+        predictions_uri=lake.uri_of(predictions_key(date)),
+        validation_docs_uri=lake.uri_of(docs_key) if lake.exists(docs_key) else None,
+        model_report_uri=lake.uri_of(f"{version_key(version)}/report.html"),
+    )
+    content, html = build_scoring_report(inp)
+    with lake.partition(report_key(date)) as part:
+        part.add_bytes("report.json", json.dumps(content, indent=2).encode())
+        part.add_bytes("report.html", html.encode())
+        part.commit({"kind": "scoring_report", "run_date": date, "model_version": version})
+    uri = lake.uri_of(report_key(date))
+    return {**content, "uri": f"{uri}/report.html"}
