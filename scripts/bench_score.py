@@ -1,0 +1,153 @@
+"""Scoring benchmark: end-to-end `score` against bare `model.predict` and a seed-style path, same run.
+
+Generates N short unlabeled documents of the demo corpus, ingests them, and measures in
+separate processes (each reports its own peak RSS):
+- pipeline: ``textclf.scoring.score`` (read Parquet, score, write, manifest, report);
+- bare: the same model's ``predict`` on the same texts already in memory;
+- seed-style (seed 003): Python tokenizer, padding to 50 tokens, ``predict`` on int arrays, with
+  the ``lstm`` architecture, next to the pipeline scoring with that same model.
+
+    .venv/bin/python scripts/bench_score.py --docs 1000000 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LABELED_DATE = "2026-01-01"
+
+
+def date_for(n: int) -> str:
+    return f"2026-02-{(len(str(n)) % 28) + 1:02d}"
+
+
+def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
+    """Train the default and the seed LSTM once; land and ingest N unlabeled documents per size."""
+    from textclf.config import IngestConfig, TrainConfig
+    from textclf.corpus import CorpusSpec, write_corpus
+    from textclf.ingest import ingest
+    from textclf.promotion import promote
+    from textclf.registry import list_versions
+    from textclf.storage import Lake
+    from textclf.training import train
+
+    store = Lake(str(lake))
+    versions = {v.split("-")[1]: v for v in list_versions(store) if v.count("-") >= 2}
+    if not {"nb_tfidf", "lstm"} <= set(versions):
+        labeled = work / "labeled.csv"
+        write_corpus(CorpusSpec(rows=6000, seed=0), labeled)
+        ingest(str(lake), [str(labeled)], IngestConfig(kind="labeled", date=LABELED_DATE))
+        for model in ("nb_tfidf", "lstm"):
+            versions[model] = train(str(lake), TrainConfig(model=model, explain_count=2)).version
+        promote(str(lake), versions["nb_tfidf"], force=True)
+    for n in docs:
+        date = date_for(n)
+        if store.read_manifest(f"datasets/unlabeled/ingest_date={date}") is None:
+            source = work / f"unlabeled-{n}.parquet"
+            write_corpus(CorpusSpec(rows=n, labeled=False, seed=7, label_noise=0.0, id_prefix="u"), source)
+            ingest(str(lake), [str(source)], IngestConfig(kind="unlabeled", date=date))
+            source.unlink()
+    return {"nb_tfidf": versions["nb_tfidf"], "lstm": versions["lstm"]}
+
+
+def read_texts(lake: str, date: str) -> list[str]:
+    from textclf.storage import Lake
+
+    return Lake(lake).read_table(f"datasets/unlabeled/ingest_date={date}", columns=["text"]).column("text").to_pylist()
+
+
+def child(mode: str, lake: str, date: str, version: str) -> dict:
+    """One measurement in this process; returns docs, seconds and peak RSS."""
+    import numpy as np
+    import tensorflow as tf
+
+    from textclf.registry import load_model
+    from textclf.scoring import ScoreConfig, score
+    from textclf.storage import Lake
+
+    if mode == "pipeline":
+        started = time.perf_counter()
+        result = score(lake, ScoreConfig(date=date, model_version=version))
+        docs = result.manifest["rows"]
+    else:
+        model = load_model(Lake(lake), version).model
+        texts = read_texts(lake, date)
+        docs = len(texts)
+        if mode == "bare":
+            started = time.perf_counter()
+            model.predict(tf.constant(texts), batch_size=8192, verbose=0)
+        else:  # seed-style: tokenize and pad in Python, predict on integer arrays
+            import keras
+
+            vocabulary = model.get_layer("vectorize").get_vocabulary()
+            length = model.get_layer("vectorize").get_config()["output_sequence_length"]
+            index = {word: i for i, word in enumerate(vocabulary)}
+            inputs = keras.Input(shape=(length,), dtype="int64")
+            x = inputs
+            for layer in model.layers[2:]:
+                x = layer(x)
+            int_model = keras.Model(inputs, x)
+            strip = re.compile(r"[^\w\s]")
+            started = time.perf_counter()
+            padded = np.zeros((docs, length), dtype=np.int64)
+            for row, text in enumerate(texts):
+                ids = [index.get(w, 1) for w in strip.sub("", text.lower()).split()[:length]]
+                padded[row, :len(ids)] = ids
+            int_model.predict(padded, batch_size=8192, verbose=0)
+    seconds = time.perf_counter() - started
+    return {"docs": docs, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure(mode: str, lake: Path, date: str, version: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--lake", str(lake), "--date", date,
+                           "--version", version], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--dir", type=Path, default=Path("bench-data/score"))
+    parser.add_argument("--skip-seed-style", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--date", help=argparse.SUPPRESS)
+    parser.add_argument("--version", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.lake, args.date, args.version)))
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    lake = (args.dir / "lake").resolve()
+    versions = setup(lake, args.dir, args.docs)
+    print(f"{'docs':>10} {'model':<9} {'path':<12} {'seconds':>8} {'docs/s':>9} {'peak RSS MB':>12} {'vs bare':>8}")
+    for n in args.docs:
+        date = date_for(n)
+        runs = [("nb_tfidf", "bare"), ("nb_tfidf", "pipeline")]
+        if not args.skip_seed_style:
+            runs += [("lstm", "bare"), ("lstm", "pipeline"), ("lstm", "seed-style")]
+        bare: dict[str, float] = {}
+        for model, mode in runs:
+            r = measure(mode, lake, date, versions[model])
+            rate = r["docs"] / r["seconds"]
+            if mode == "bare":
+                bare[model] = r["seconds"]
+            ratio = f"{r['seconds'] / bare[model]:.2f}x" if model in bare else ""
+            print(f"{r['docs']:>10,} {model:<9} {mode:<12} {r['seconds']:>8.1f} {rate:>9,.0f} "
+                  f"{r['peak_rss_mb']:>12,.0f} {ratio:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
