@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 LAKE   ?= demo/lake
 
-.PHONY: help install demo test test-slow lint bench-ingest bench-models clean distclean
+.PHONY: help install demo test test-slow lint bench-ingest bench-models bench-score clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the pipeline on a local lake ($(LAKE))"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint        ruff"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
+	@echo "make bench-score   scoring throughput and memory: pipeline vs bare predict vs seed-style path"
 	@echo "make clean       remove the demo lake and build outputs"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -46,6 +47,9 @@ bench-ingest: $(STAMP)
 
 bench-models: $(STAMP)
 	$(BIN)/python scripts/bench_models.py --seed-archs ag_news_7600
+
+bench-score: $(STAMP)
+	$(BIN)/python scripts/bench_score.py --docs 1000000 5000000
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache .ruff_cache

@@ -157,6 +157,13 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         f"macro-F1 {model['metrics']['macro_f1']:.4f}; {model['promotion']['decision']}",
         f"    report:     {model['report']}",
     ]
+    scoring = summary["scoring"]
+    lines += [
+        f"  scored {scoring['rows']} documents of {summary['date']} ({scoring['quarantined_rows']} quarantined)",
+        f"    predictions: {scoring['predictions']}",
+        f"    report:      {scoring['report']}",
+    ]
+    lines += [f"    warning: {w}" for w in scoring.get("warnings", [])]
     print("\n".join(lines), file=sys.stderr)
     return summary
 

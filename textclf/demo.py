@@ -48,10 +48,11 @@ def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
 
 
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Land the demo corpus, ingest and validate both kinds for ``config.date``, train and promote a model."""
+    """Land the demo corpus, ingest and validate both kinds for ``config.date``, train, promote, score."""
     from textclf.config import TrainConfig
     from textclf.ingest import ingest
     from textclf.promotion import promote
+    from textclf.scoring import ScoreConfig, score
     from textclf.training import train
     from textclf.validation import validate
 
@@ -65,4 +66,5 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, 
         summary[kind] = {"landed": landed[kind], **ingested.summary(), "validation": report.summary()}
     trained = train(config.lake, TrainConfig(seed=config.seed), progress, lake=lake)
     summary["model"] = {**trained.summary(), "promotion": promote(config.lake, trained.version, lake=lake)}
+    summary["scoring"] = score(config.lake, ScoreConfig(date=config.date), progress, lake=lake).summary()
     return summary
