@@ -886,15 +886,21 @@ def render_report(inp: EvaluationInput, metrics: dict[str, Any], *, explanations
         "explanations": ("Explained predictions", _explanations_body(explanations)),
         "label-errors": ("Suspected label errors", _label_errors_body(label_errors)),
     }
-    nav = " ".join(f'<a href="#{sid}">{_e(bodies[sid][0])}</a>' for sid in SECTION_IDS)
-    sections = "\n".join(_section(sid, *bodies[sid]) for sid in SECTION_IDS)
-    title = _e(f"Model {inp.version} ({inp.architecture}): evaluation")
+    return render_page(f"Model {inp.version} ({inp.architecture}): evaluation", bodies, SECTION_IDS)
+
+
+def render_page(title: str, bodies: Mapping[str, tuple[str, str]], section_ids: Sequence[str],
+                extra_css: str = "") -> str:
+    """A self-contained report page: title, a section nav, then one ``<section>`` per id, in order."""
+    nav = " ".join(f'<a href="#{sid}">{_e(bodies[sid][0])}</a>' for sid in section_ids)
+    sections = "\n".join(_section(sid, *bodies[sid]) for sid in section_ids)
+    title = _e(title)
     # The policy forbids scripts and remote loads outright: the page stays inert even if escaping were ever missed.
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>{title}</title>
-<style>{_CSS}</style></head><body>
+<style>{_CSS}{extra_css}</style></head><body>
 <h1>{title}</h1>
 <nav>{nav}</nav>
 {sections}

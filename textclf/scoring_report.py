@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from textclf.evaluation import (
-    _CSS,
     LOW_CONFIDENCE,
     _e,
     _img,
@@ -27,8 +26,8 @@ from textclf.evaluation import (
     _num,
     _plot_text,
     _png_uri,
-    _section,
     _table_html,
+    render_page,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ SIGNAL_LABELS = {
 }
 # Links are made only for these schemes (no scheme: a path); anything else, javascript: included, is shown as text.
 LINK_SCHEMES = frozenset({"", "http", "https", "file", "s3", "s3a", "gs", "abfs", "abfss", "hdfs"})
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _EXTRA_CSS = """
 .box { padding: 0.6em 1em; margin: 0.6em 0; border-radius: 6px; border-left: 6px solid; }
 .box.warning { background: #fff4e0; border-color: #e09000; }
@@ -623,20 +621,8 @@ def render_scoring_report(inp: ScoringReportInput, report: Mapping[str, Any]) ->
         "batches": ("Batches", _batches_body(inp, report)),
         "about": ("About these signals", _about_body(inp)),
     }
-    nav = " ".join(f'<a href="#{sid}">{_e(bodies[sid][0])}</a>' for sid in SECTION_IDS)
-    sections = "\n".join(_section(sid, *bodies[sid]) for sid in SECTION_IDS)
-    title = _e(f"Scoring report {inp.run_date}: model {inp.model_version}")
-    # The policy forbids scripts and remote loads outright: the page stays inert even if escaping were ever missed.
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<title>{title}</title>
-<style>{_CSS}{_EXTRA_CSS}</style></head><body>
-<h1>{title}</h1>
-<nav>{nav}</nav>
-{sections}
-</body></html>
-"""
+    return render_page(f"Scoring report {inp.run_date}: model {inp.model_version}", bodies, SECTION_IDS,
+                       extra_css=_EXTRA_CSS)
 
 
 def build_scoring_report(inp: ScoringReportInput) -> tuple[dict[str, Any], str]:
