@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, help="score only this shard (0..N-1) and do not publish; "
                    "publish later with --commit-only")
     p.add_argument("--commit-only", action="store_true", help="publish the scored shards of the date as one partition")
-    p.add_argument("--batch-rows", type=int, default=8192, help="documents per batch (bounds memory)")
+    p.add_argument("--batch-rows", type=int, default=4096, help="documents per batch (bounds memory; default 4096)")
     _common(p)
 
     p = sub.add_parser("report", help="write the scoring report of a date (HTML + JSON)")

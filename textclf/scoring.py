@@ -113,7 +113,7 @@ class ScoreConfig:
 
     date: str
     model_version: str | None = None  # None: the champion
-    batch_rows: int = 8_192
+    batch_rows: int = 4_096  # 8,192 ran 20% faster with the default model but peaked near 2 GB RSS
     rows_per_file: int = 1_000_000
     num_shards: int = 1
     top_k: int = 3
