@@ -3,7 +3,7 @@
 Generates N short unlabeled documents of the demo corpus, ingests them, and measures in
 separate processes (each reports its own peak RSS):
 - pipeline: ``textclf.scoring.score`` (read Parquet, score, write, manifest, report);
-- bare: the same model's ``predict`` on the same texts already in memory;
+- bare: the same model's ``predict`` on the same texts already in memory, same batch size;
 - seed-style (seed 003): Python tokenizer, padding to 50 tokens, ``predict`` on int arrays, with
   the ``lstm`` architecture, next to the pipeline scoring with that same model.
 
@@ -91,7 +91,7 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
         docs = len(texts)
         if mode == "bare":
             started = time.perf_counter()
-            model.predict(tf.constant(texts), batch_size=8192, verbose=0)
+            model.predict(tf.constant(texts), batch_size=batch_rows, verbose=0)
         else:  # seed-style: tokenize and pad in Python, predict on integer arrays
             import keras
 
@@ -109,7 +109,7 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
             for row, text in enumerate(texts):
                 ids = [index.get(w, 1) for w in strip.sub("", text.lower()).split()[:length]]
                 padded[row, :len(ids)] = ids
-            int_model.predict(padded, batch_size=8192, verbose=0)
+            int_model.predict(padded, batch_size=batch_rows, verbose=0)
     seconds = time.perf_counter() - started
     return {"docs": docs, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--dir", type=Path, default=Path("bench-data/score"))
     parser.add_argument("--skip-seed-style", action="store_true")
-    parser.add_argument("--paths", nargs="+", default=["bare", "pipeline"], choices=["bare", "pipeline"],
+    parser.add_argument("--paths", nargs="*", default=["bare", "pipeline"], choices=["bare", "pipeline"],
                         help="which default-model paths to run (bare needs every text in memory)")
     parser.add_argument("--batch-rows", type=int, default=4096, help="the pipeline's batch size")
     parser.add_argument("--child", help=argparse.SUPPRESS)
