@@ -127,7 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--dir", type=Path, default=Path("bench-data/score"))
-    parser.add_argument("--skip-seed-style", action="store_true")
+    parser.add_argument("--skip-seed-style", action="store_true", help="run no lstm path at all")
+    parser.add_argument("--lstm-paths", nargs="*", default=["bare", "pipeline", "seed-style"],
+                        choices=["bare", "pipeline", "seed-style"], help="which lstm paths to run")
     parser.add_argument("--paths", nargs="*", default=["bare", "pipeline"], choices=["bare", "pipeline"],
                         help="which default-model paths to run (bare needs every text in memory)")
     parser.add_argument("--batch-rows", type=int, default=4096, help="the pipeline's batch size")
@@ -147,7 +149,7 @@ def main() -> None:
         date = date_for(n)
         runs = [("nb_tfidf", path) for path in args.paths]
         if not args.skip_seed_style:
-            runs += [("lstm", "bare"), ("lstm", "pipeline"), ("lstm", "seed-style")]
+            runs += [("lstm", path) for path in args.lstm_paths]
         bare: dict[str, float] = {}
         for model, mode in runs:
             r = measure(mode, lake, date, versions[model], args.batch_rows)
