@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
 from textclf.progress import NoProgress, Progress
 from textclf.storage import Lake
+from textclf.validation import word_bin_counts
 
 if TYPE_CHECKING:
     import keras
@@ -94,17 +95,6 @@ def oov_counts(texts: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, i
         total += len(tokens)
         oov += sum(1 for t in tokens if t not in vocabulary)
     return oov, total
-
-
-def word_bin_counts(words: np.ndarray) -> dict[str, int]:
-    """Documents per word-count bin, with the bins of the validation profile."""
-    import numpy as np
-
-    from textclf.validation import WORD_BINS
-
-    edges = [edge for _, edge in WORD_BINS[:-1]]
-    counts = np.bincount(np.searchsorted(edges, words, side="left"), minlength=len(WORD_BINS))
-    return {name: int(n) for (name, _), n in zip(WORD_BINS, counts, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,8 @@ def training_profile(model: keras.Model, splits: Splits) -> dict[str, Any]:
     """Baselines for scoring-time drift: word-count bins of the training texts, OOV rate on validation."""
     import numpy as np
 
-    from textclf.scoring import model_vocabulary, oov_counts, word_bin_counts
+    from textclf.scoring import model_vocabulary, oov_counts
+    from textclf.validation import word_bin_counts
 
     words = np.fromiter((t.count(" ") + 1 if t else 0 for t in splits.train.texts), dtype=np.int64,
                         count=len(splits.train))

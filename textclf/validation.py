@@ -153,6 +153,15 @@ def _distribution(values: pd.Series | None) -> dict[str, float | int | None]:
             "max": int(values.max()), "mean": round(float(values.mean()), 2)}
 
 
+def word_bin_counts(words: Any) -> dict[str, int]:
+    """Documents per word-count bin (``WORD_BINS``); shared by the data profile and the scoring drift signals."""
+    import numpy as np
+
+    edges = [edge for _, edge in WORD_BINS[:-1]]
+    counts = np.bincount(np.searchsorted(edges, words, side="left"), minlength=len(WORD_BINS))
+    return {name: int(n) for (name, _), n in zip(WORD_BINS, counts, strict=True)}
+
+
 def profile(stats: pd.DataFrame, kind: str) -> dict[str, Any]:
     """Row count, word-count bins, length percentiles and (labeled) class counts and shares."""
     import numpy as np
@@ -160,12 +169,10 @@ def profile(stats: pd.DataFrame, kind: str) -> dict[str, Any]:
     rows = len(stats)
     # A missing word count (null text) is counted as 0 words so that the bins add up to `rows`.
     words = stats["text_words"].fillna(0).to_numpy() if "text_words" in stats else np.zeros(rows)
-    edges = [edge for _, edge in WORD_BINS[:-1]]
-    counts = np.bincount(np.searchsorted(edges, words, side="left"), minlength=len(WORD_BINS))
     out: dict[str, Any] = {
         "kind": kind,
         "rows": rows,
-        "word_bins": {name: int(n) for (name, _), n in zip(WORD_BINS, counts, strict=True)},
+        "word_bins": word_bin_counts(words),
         "chars": _distribution(stats.get("text_chars")),
         "words": _distribution(stats.get("text_words")),
     }
