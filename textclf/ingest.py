@@ -407,7 +407,7 @@ def ingest(
         raise TextclfError("no source files given")
     labeled = config.kind == "labeled"
     columns = ColumnNames(config.id_col, config.text_col, config.label_col, config.id_col_required)
-    readers = [SourceReader(uri, columns, labeled, config.batch_rows) for uri in sources]
+    readers = [SourceReader(uri, columns, labeled, config.batch_rows, s3=lake.s3) for uri in sources]
     total_bytes = sum(r.size for r in readers)
     workers = config.workers or min(4, os.cpu_count() or 1)
     log.info("ingesting %d file(s), %d bytes, into %s with %d worker thread(s)", len(readers), total_bytes,

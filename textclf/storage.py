@@ -345,6 +345,7 @@ class Lake:
 
     def __init__(self, uri: str, s3: S3Options | None = None) -> None:
         self.fs, self.root = resolve_filesystem(uri.rstrip("/") or uri, s3)
+        self.s3 = s3  # also used for source files on S3 (landed files live in the same store)
         self.is_local = uri.startswith("file:") or "://" not in uri
         # local lakes are named by their absolute path, so printed locations work from anywhere
         self.uri = self.root if self.is_local else uri.rstrip("/")
