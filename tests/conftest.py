@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +13,30 @@ import pytest
 
 from tests.s3server import S3Server, start_s3_server
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+AIRFLOW_HOME_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow reads its configuration once, at import: point it at this project before any test imports it."""
+    home = tempfile.mkdtemp(prefix="textclf-airflow-home-")
+    config.stash[AIRFLOW_HOME_KEY] = home
+    os.environ.update({
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "GX_ANALYTICS_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(AIRFLOW_HOME_KEY, None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

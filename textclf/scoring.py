@@ -206,6 +206,24 @@ def _require_input(lake: Lake, date: str) -> dict[str, Any]:
     return manifest
 
 
+def missing_inputs(lake: Lake, date: str, model_version: str | None = None) -> list[str]:
+    """What scoring a date still waits for (no champion, no ingested data); empty when it can start."""
+    from textclf.registry import CHAMPION, read_champion, read_version
+
+    missing = []
+    if model_version:
+        try:
+            read_version(lake, model_version)
+        except ModelError as exc:
+            missing.append(str(exc))
+    elif not read_champion(lake).get("champion"):
+        missing.append(f"no champion model yet in {lake.uri_of(CHAMPION)}: train and promote one (textclf_retrain)")
+    if lake.read_manifest(unlabeled_key(date)) is None:
+        missing.append(f"no unlabeled data ingested for {date} at {lake.uri_of(unlabeled_key(date))}: "
+                       "land files and ingest them (textclf_ingest)")
+    return missing
+
+
 def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress | None = None) -> dict[str, Any]:
     """Score the documents of one shard into its hidden shard partition; returns the shard manifest."""
     import datetime as dt

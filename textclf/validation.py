@@ -555,6 +555,8 @@ def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig |
     for warning in warnings:
         log.warning("validation warning for %s %s: %s", kind, date, warning)
     log.info("validated %s %s: %s", kind, date, "passed" if success else f"{len(failures)} critical failure(s)")
+    for failure in failures:
+        log.error("failed expectation for %s %s: %s", kind, date, failure)
     if not success:
         raise ValidationFailedError(subject=f"{kind} {date}", failures=failures or ["see results.json"],
                                     docs_uri=report.docs_uri)

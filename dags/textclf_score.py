@@ -1,0 +1,109 @@
+"""Nightly scoring: one predictions partition per daily data interval, backfills by catchup.
+
+``wait_for_inputs`` waits (rescheduling, so it holds no worker slot) until a champion model and
+the day's ingested unlabeled data exist, logging what it waits for; after
+``TEXTCLF_SCORE_WAIT_SECONDS`` (default 6 hours) it fails. The day's documents are then scored as
+``shards`` independent mapped tasks, committed together as one partition with one manifest, and
+the scoring report is written. The ``predictions`` Asset event carries the partition URI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from textclf_airflow import DEFAULT_ARGS, PREDICTIONS, announce, interval_date, open_lake
+
+log = logging.getLogger(__name__)
+WAIT_SECONDS = float(os.environ.get("TEXTCLF_SCORE_WAIT_SECONDS", 6 * 3600))
+POKE_SECONDS = float(os.environ.get("TEXTCLF_SCORE_POKE_SECONDS", 300))
+# The first night catchup backfills; set it to the day the deployment starts scoring.
+START_DATE = pendulum.parse(os.environ.get("TEXTCLF_SCORE_START_DATE", "2026-11-01"), tz="UTC")
+
+
+@task.sensor(poke_interval=POKE_SECONDS, timeout=WAIT_SECONDS, mode="reschedule")
+def wait_for_inputs() -> PokeReturnValue:
+    """Ready when the model to score with and the day's unlabeled partition both exist."""
+    from textclf.registry import champion_version
+    from textclf.scoring import missing_inputs
+
+    context = get_current_context()
+    params = context["params"]
+    lake = open_lake()
+    date = interval_date(context, params.get("run_date"))
+    missing = missing_inputs(lake, date, params.get("model_version"))
+    if missing:
+        log.warning("waiting to score %s: %s", date, "; ".join(missing))
+        return PokeReturnValue(is_done=False)
+    # The version is fixed here, so a promotion during the run cannot mix models across shards.
+    version = params.get("model_version") or champion_version(lake)
+    return PokeReturnValue(is_done=True, xcom_value={"date": date, "model_version": version})
+
+
+@task
+def plan_shards(inputs: dict) -> list[dict]:
+    """One spec per shard; documents are assigned to shards by a hash of their id."""
+    shards = get_current_context()["params"]["shards"]
+    return [{**inputs, "shard": i, "num_shards": shards} for i in range(shards)]
+
+
+@task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
+def score_shard(spec: dict) -> dict:
+    """Score one shard into its hidden shard partition."""
+    from textclf.scoring import ScoreConfig, score_shard
+
+    config = ScoreConfig(date=spec["date"], model_version=spec["model_version"], num_shards=spec["num_shards"])
+    manifest = score_shard(open_lake(), config, spec["shard"])
+    return {"shard": spec["shard"], "rows": manifest["rows"], "seconds": manifest["seconds"]}
+
+
+@task(outlets=[PREDICTIONS])
+def commit(inputs: dict, shards: list[dict]) -> dict:
+    """Publish all shards as the day's predictions partition, manifest last."""
+    from textclf.scoring import commit_predictions, predictions_key
+
+    lake = open_lake()
+    manifest = commit_predictions(lake, inputs["date"], len(shards))
+    uri = lake.uri_of(predictions_key(inputs["date"]))
+    announce(get_current_context(), PREDICTIONS, uri=uri, run_date=inputs["date"],
+             model_version=manifest["model_version"], rows=manifest["rows"])
+    return {"predictions": uri, "rows": manifest["rows"], "input_rows": manifest["input_rows"],
+            "quarantined_rows": manifest["quarantined_rows"], "model_version": manifest["model_version"]}
+
+
+@task
+def report(inputs: dict) -> dict:
+    """Write the scoring report (drift, class mix, confidence) next to the predictions."""
+    from textclf.scoring import report
+
+    lake = open_lake()
+    content = report(lake.uri, inputs["date"], lake=lake)
+    for warning in content.get("warnings", []):
+        log.warning("scoring report for %s: %s", inputs["date"], warning["message"])
+    return {"report": content["uri"], "warnings": [w["message"] for w in content.get("warnings", [])]}
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=True,
+    max_active_runs=2,
+    default_args=DEFAULT_ARGS,
+    params={
+        "shards": Param(2, type="integer", minimum=1, maximum=256, description="mapped scoring tasks"),
+        "run_date": Param(None, type=["null", "string"], format="date",
+                          description="score this date instead of the data interval's"),
+        "model_version": Param(None, type=["null", "string"], description="default: the champion"),
+    },
+    tags=["textclf"],
+)
+def textclf_score() -> None:
+    inputs = wait_for_inputs()
+    shards = score_shard.expand(spec=plan_shards(inputs))
+    committed = commit(inputs, shards)
+    committed >> report(inputs)
+
+
+textclf_score()
