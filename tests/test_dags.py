@@ -60,24 +60,26 @@ def land(lake: Lake, tmp: Path, *, labeled_rows: int = 1500, unlabeled_rows: int
     lake.upload(str(unlabeled), f"landing/unlabeled/{unlabeled.name}")
 
 
-def run(dag: Any, logical: str | None = None, **conf: Any) -> Any:
+def run(dag_id: str, logical: str | None = None, wait_seconds: float = 120, **conf: Any) -> Any:
+    """``dag.test()`` on a freshly parsed DAG: a run's conf would otherwise stay in a shared DAG's params."""
     import pendulum
 
     date = pendulum.parse(logical, tz="UTC") if logical else None
-    return dag.test(logical_date=date, run_conf=conf or None)
+    return load_dags(wait_seconds)[dag_id].test(logical_date=date, run_conf=conf or None)
+
+
+def state_of(ti: Any) -> str:
+    return str(getattr(ti.state, "value", ti.state))
 
 
 def states(dag_run: Any) -> dict[str, str]:
     """Task id (with map index) -> final state."""
-    out = {}
-    for ti in dag_run.get_task_instances():
-        name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
-        out[name] = str(ti.state.value if hasattr(ti.state, "value") else ti.state)
-    return out
+    return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": state_of(ti)
+            for ti in dag_run.get_task_instances()}
 
 
 @pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def pipeline(request: pytest.FixtureRequest, dags: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+def pipeline(request: pytest.FixtureRequest, airflow_db: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[Lake, dict[str, Any]]]:
     """Ingest, retrain and score through the DAGs; the lake and each run's task states."""
     tmp = tmp_path_factory.mktemp("dags")
@@ -100,9 +102,9 @@ def pipeline(request: pytest.FixtureRequest, dags: dict[str, Any], tmp_path_fact
         mp.setenv("AIRFLOW_VAR_TEXTCLF_LAKE", uri)
         land(lake, tmp)
         runs = {
-            "ingest": run(dags["textclf_ingest"], LOGICAL),
-            "retrain": run(dags["textclf_retrain"], **RETRAIN_CONF),
-            "score": run(dags["textclf_score"], LOGICAL, shards=3),
+            "ingest": run("textclf_ingest", LOGICAL),
+            "retrain": run("textclf_retrain", **RETRAIN_CONF),
+            "score": run("textclf_score", LOGICAL, shards=3),
         }
         yield lake, {name: {"state": str(r.state), "tasks": states(r)} for name, r in runs.items()}
 
@@ -125,3 +127,209 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert manifest["num_shards"] == 3 and manifest["model_version"] == champion["champion"]["version"]
     assert manifest["quarantined_rows"] > 0 and len(rows) == manifest["rows"]
     assert lake.exists(f"reports/run_date={DATE}/report.html")
+
+
+def asset_events(name: str) -> list[dict[str, Any]]:
+    """Extras of the events recorded for an Asset, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                               .where(AssetModel.name == name).order_by(AssetEvent.id)).all()
+    return [dict(r[0] or {}) for r in rows]
+
+
+def test_asset_events_carry_the_partition_uris(pipeline: tuple[Lake, dict[str, Any]]) -> None:
+    lake, _ = pipeline
+    assert asset_events("predictions")[-1]["uri"] == lake.uri_of(f"predictions/run_date={DATE}")
+    assert asset_events("labeled_data")[-1]["uri"] == lake.uri_of(f"datasets/labeled/ingest_date={DATE}")
+    assert asset_events("unlabeled_data")[-1]["rows"] == lake.require_manifest(
+        f"datasets/unlabeled/ingest_date={DATE}")["rows"]
+    champion = lake.read_json("models/champion.json")["champion"]["version"]
+    assert asset_events("champion_model")[-1]["model_version"] == champion
+
+
+def test_a_refused_promotion_is_a_successful_run(pipeline: tuple[Lake, dict[str, Any]]) -> None:
+    lake, _ = pipeline
+    champion = lake.read_json("models/champion.json")["champion"]["version"]
+    events = len(asset_events("champion_model"))
+    dag_run = run("textclf_retrain", **RETRAIN_CONF, seed=1, min_accuracy=0.999)
+    assert str(dag_run.state) == "success"
+    assert states(dag_run) == {"train": "success", "promote": "success", "publish_champion": "skipped"}
+    state = lake.read_json("models/champion.json")
+    assert state["champion"]["version"] == champion  # the gate kept the champion
+    last = state["history"][-1]
+    assert last["decision"] == "refused" and any("0.999" in r for r in last["reasons"])
+    assert len(asset_events("champion_model")) == events  # no event for a refusal
+
+
+def test_rerunning_a_scoring_interval_replaces_its_partition(pipeline: tuple[Lake, dict[str, Any]]) -> None:
+    lake, _ = pipeline
+    before = lake.require_manifest(f"predictions/run_date={DATE}")
+    dag_run = run("textclf_score", LOGICAL, shards=2)
+    assert str(dag_run.state) == "success"
+    manifest, rows = check_contract(lake, DATE)
+    assert manifest["num_shards"] == 2 and manifest["created_at"] >= before["created_at"]
+    assert manifest["rows"] == before["rows"] and len(rows) == before["rows"]
+    listed = sorted(k.rsplit("/", 1)[1] for k in lake.list_files(f"predictions/run_date={DATE}"))
+    assert listed == sorted([f["path"] for f in manifest["files"]] + ["_MANIFEST.json"])  # old shards' files gone
+
+
+def test_a_failed_validation_fails_the_run_without_retries(airflow_db: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import write_csv
+
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv("AIRFLOW_VAR_TEXTCLF_LAKE", lake.uri)
+    rows = [(f"d{i}", f"an ordinary support message number {i} about billing", "billing") for i in range(40)]
+    rows += [(f"r{i}", f"please refund order {i}", "refund") for i in range(3)]  # below the class minimum
+    lake.upload(str(write_csv(tmp_path / "few.csv", rows)), "landing/labeled/few.csv")
+    dag_run = run("textclf_ingest", LOGICAL)
+    assert str(dag_run.state) == "failed"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    failed = tis["validate_labeled"]
+    assert state_of(failed) == "failed" and failed.try_number == 1  # retries=3, yet no retry
+    assert state_of(tis["find_unlabeled"]) == "skipped"  # nothing landed for that kind
+    results = lake.read_json(f"validation/labeled/ingest_date={DATE}/results.json")
+    assert results["success"] is False and results["failures"] == ["min examples per class (10): 'refund' has 3"]
+    assert lake.exists(f"validation/labeled/ingest_date={DATE}/data_docs/index.html")
+
+
+def test_scoring_without_a_champion_fails_clearly(airflow_db: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv("AIRFLOW_VAR_TEXTCLF_LAKE", lake.uri)
+    dag_run = run("textclf_score", LOGICAL, wait_seconds=2)
+    assert str(dag_run.state) == "failed"
+    tis = states(dag_run)
+    assert tis["wait_for_inputs"] == "failed" and "commit" not in tis.values()
+    assert not lake.exists(f"predictions/run_date={DATE}/_MANIFEST.json")
+
+
+def test_missing_inputs_says_what_is_missing(tmp_path: Path) -> None:
+    from textclf.scoring import missing_inputs
+
+    lake = Lake(str(tmp_path / "lake"))
+    missing = missing_inputs(lake, DATE)
+    assert len(missing) == 2
+    assert missing[0].startswith("no champion model yet in ") and "textclf_retrain" in missing[0]
+    assert missing[1].startswith(f"no unlabeled data ingested for {DATE} at ")
+    absent = "20260101T000000Z-nb_tfidf-abcdef"
+    assert missing_inputs(lake, DATE, absent)[0].startswith(f"model version {absent} not found in ")
+
+
+# -- integrity: parsing, task graphs, params, retry rules ---------------------------------------------
+
+PARSE_PROBE = """
+import json, socket, sqlite3, sys, time
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import Connection, Variable
+
+opened = []
+real_connect, real_sqlite = socket.socket.connect, sqlite3.connect
+def record(kind, real):
+    def wrapper(*args, **kwargs):
+        opened.append(kind)
+        return real(*args, **kwargs)
+    return wrapper
+socket.socket.connect = record("socket", real_connect)
+sqlite3.connect = record("sqlite", real_sqlite)
+Connection.get = record("airflow connection", Connection.get)
+Variable.get = record("airflow variable", Variable.get)
+before = set(sys.modules)
+started = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+total = time.perf_counter() - started
+loaded = sorted({m.split(".")[0] for m in set(sys.modules) - before})
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
+                  "opened": opened, "loaded": loaded, "seconds": total,
+                  "files": {s.file: s.duration.total_seconds() for s in bag.dagbag_stats}}))
+"""
+
+
+def test_parsing_the_dags_is_light_and_opens_nothing(airflow_db: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(ROOT / "dags")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert probe["errors"] == {}
+    assert probe["dags"] == ["textclf_ingest", "textclf_retrain", "textclf_score"]
+    assert probe["opened"] == []  # no socket, no database, no Connection or Variable lookup
+    assert not {"tensorflow", "keras", "great_expectations", "pandas", "pyarrow", "sklearn"} & set(probe["loaded"])
+    print("DAG parse seconds:", probe["files"])
+
+
+def test_ingest_graph(dags: dict[str, Any]) -> None:
+    dag = dags["textclf_ingest"]
+    for kind in ("labeled", "unlabeled"):
+        assert dag.get_task(f"find_{kind}").downstream_task_ids == {f"ingest_{kind}"}
+        assert dag.get_task(f"ingest_{kind}").downstream_task_ids == {f"validate_{kind}"}
+        assert [a.name for a in dag.get_task(f"validate_{kind}").outlets] == [f"{kind}_data"]
+    assert len(dag.tasks) == 6 and not dag.catchup
+
+
+def test_retrain_graph_routes_training_to_the_gpu_queue(dags: dict[str, Any]) -> None:
+    dag = dags["textclf_retrain"]
+    train, promote, publish = (dag.get_task(t) for t in ("train", "promote", "publish_champion"))
+    assert (train.queue, train.pool) == ("gpu", "gpu")
+    assert promote.queue == publish.queue == "default"
+    assert train.downstream_task_ids == {"promote"} and promote.downstream_task_ids == {"publish_champion"}
+    assert [a.name for a in publish.outlets] == ["champion_model"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless TEXTCLF_RETRAIN_ON_NEW_DATA is set
+    assert set(dag.params) == {"model", "epochs", "seed", "settings", "force_promote", "tolerance",
+                               "min_accuracy"}
+
+
+def test_score_graph_maps_shards_and_catches_up(dags: dict[str, Any]) -> None:
+    dag = dags["textclf_score"]
+    assert dag.catchup is True and dag.timetable.expression == "0 0 * * *"
+    sensor = dag.get_task("wait_for_inputs")
+    assert sensor.mode == "reschedule"
+    assert sensor.downstream_task_ids == {"plan_shards", "commit", "report"}
+    assert dag.get_task("plan_shards").downstream_task_ids == {"score_shard"}
+    assert dag.get_task("score_shard").downstream_task_ids == {"commit"}
+    assert dag.get_task("commit").downstream_task_ids == {"report"}
+    assert [a.name for a in dag.get_task("commit").outlets] == ["predictions"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("model", "gpt"), ("epochs", 0), ("seed", -1),
+                                             ("settings", ["no equals sign"]), ("tolerance", 2)])
+def test_the_retrain_form_refuses_bad_values(dags: dict[str, Any], name: str, value: Any) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = dags["textclf_retrain"].params.get_param(name)
+    with pytest.raises(ParamValidationError):
+        param.resolve(value)
+
+
+def test_the_retrain_form_accepts_every_architecture(dags: dict[str, Any]) -> None:
+    from textclf.models import architectures
+
+    param = dags["textclf_retrain"].params.get_param("model")
+    assert [param.resolve(name) for name in architectures()] == list(architectures())
+    assert dags["textclf_retrain"].params.get_param("settings").resolve(["learning_rate=0.01"])
+
+
+def test_retry_rules_retry_storage_errors_only() -> None:
+    from airflow.sdk.definitions.retry_policy import RetryAction
+    from textclf_airflow import RETRY_POLICY
+
+    from textclf.errors import InputFileError, PartitionNotFoundError, StorageError, ValidationFailedError
+
+    def action(exc: BaseException) -> RetryAction:
+        return RETRY_POLICY.evaluate(exc, try_number=1, max_tries=4).action
+
+    assert action(StorageError("s3 is down")) == RetryAction.RETRY
+    assert action(ConnectionError("reset")) == RetryAction.RETRY
+    assert action(ValidationFailedError("labeled 2026-01-01", ["x"])) == RetryAction.FAIL
+    assert action(InputFileError("f.csv", "not CSV")) == RetryAction.FAIL
+    assert action(PartitionNotFoundError("nothing there")) == RetryAction.FAIL
+    assert action(KeyError("a bug")) == RetryAction.DEFAULT
+
+
+def test_retraining_can_follow_new_labeled_data(airflow_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTCLF_RETRAIN_ON_NEW_DATA", "true")
+    dag = load_dags()["textclf_retrain"]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["labeled_data"]
