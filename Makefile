@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-LAKE   ?= demo/lake
 
-.PHONY: help install demo test test-slow lint bench-ingest bench-models bench-score clean distclean
+.PHONY: help install demo airflow test test-slow lint bench-ingest bench-models bench-score clean distclean
 
 help:
-	@echo "make demo        generate the demo corpus and run the pipeline on a local lake ($(LAKE))"
+	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
+	@echo "make airflow     the Airflow UI on http://127.0.0.1:8080 with the project's DAGs (Ctrl-C stops it)"
 	@echo "make test        the whole default test suite (starts its own SeaweedFS S3 server)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
 	@echo "make lint        ruff"
@@ -30,7 +30,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/textclf demo --lake $(LAKE)
+	$(BIN)/python scripts/airflow_local.py demo --home demo
+
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py serve --home demo
 
 test: $(STAMP)
 	$(BIN)/ruff check textclf tests dags plugins scripts

@@ -1,0 +1,147 @@
+"""The embedded default: the project's DAGs on a local Airflow (SQLite, LocalExecutor) and a local lake.
+
+    python scripts/airflow_local.py demo   # `make demo`: land the demo corpus, run the three DAGs
+    python scripts/airflow_local.py serve  # `make airflow`: the Airflow UI on 127.0.0.1 with the DAGs
+
+Everything lives under ``--home`` (default ``./demo``): ``airflow/`` (metadata DB, logs, config),
+``lake/`` (the data lake) and ``logs/`` (each DAG run's full output). ``make clean`` removes it.
+The demo runs the DAGs with ``airflow dags test``, one after the other as a deployment would run
+them: ingestion and validation, retraining (with the promotion gate), then the nightly scoring of
+the day's documents with its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """Configuration for a single-machine Airflow whose state lives under ``home``."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW_VAR_TEXTCLF_LAKE": str(home / "lake"),
+        "GX_ANALYTICS_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def airflow(args: list[str], env: dict[str, str], log: Path) -> None:
+    """Run an ``airflow`` command, its output to ``log``; on failure show the end of the log and exit."""
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.run([str(BIN / "airflow"), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                              cwd=ROOT)
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        sys.stderr.write("\n".join(tail) + f"\n\nairflow {' '.join(args)} failed; full log: {log}\n")
+        sys.exit(proc.returncode)
+
+
+def dag_state(log: Path) -> str:
+    """The final state ``airflow dags test`` reported for its run."""
+    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if "DagRun Finished:" in line:
+            return line.split("state=", 1)[1].split(",", 1)[0]
+    return "unknown"
+
+
+def demo(home: Path, day: str) -> dict[str, object]:
+    from textclf.demo import DemoConfig, land_demo_corpus
+    from textclf.storage import Lake
+
+    home.mkdir(parents=True, exist_ok=True)
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    env = airflow_env(home)
+    # The score DAG only runs intervals after its start date: let it start on the demo's day.
+    env["TEXTCLF_SCORE_START_DATE"] = day
+    # A daily run at logical date D+1 covers the interval [D, D+1): the demo's day D.
+    logical = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+    lake = Lake(env["AIRFLOW_VAR_TEXTCLF_LAKE"])
+    started = time.perf_counter()
+    steps: list[tuple[str, list[str]]] = [
+        ("metadata DB (SQLite)", ["db", "migrate"]),
+        ("textclf_ingest: ingest and validate the landed files", ["dags", "test", "textclf_ingest", logical]),
+        ("textclf_retrain: train, evaluate, promotion gate", ["dags", "test", "textclf_retrain"]),
+        ("textclf_score: score the day's documents, report", ["dags", "test", "textclf_score", logical]),
+    ]
+    say(f"landing the demo corpus in {lake.uri_of('landing')}")
+    land_demo_corpus(DemoConfig(lake=lake.uri, date=day), lake)
+    timings = {}
+    for number, (title, args) in enumerate(steps, 1):
+        say(f"[{number}/{len(steps)}] {title} ...")
+        log = logs / f"{number}-{args[-1] if args[0] == 'dags' else 'db'}.log"
+        t0 = time.perf_counter()
+        airflow(args, env, log)
+        timings[title.split(":")[0]] = round(time.perf_counter() - t0, 1)
+        if args[0] == "dags" and (state := dag_state(log)) != "success":
+            sys.exit(f"{args[2]} ended {state}; full log: {log}")
+        say(f"      done in {timings[title.split(':')[0]]} s (log: {log})")
+    champion = lake.read_json("models/champion.json")["champion"]["version"]
+    predictions = lake.require_manifest(f"predictions/run_date={day}")
+    return {
+        "airflow_home": env["AIRFLOW_HOME"], "lake": lake.uri, "date": day, "champion": champion,
+        "predictions": lake.uri_of(f"predictions/run_date={day}"), "rows": predictions["rows"],
+        "quarantined_rows": predictions["quarantined_rows"],
+        "scoring_report": lake.uri_of(f"reports/run_date={day}/report.html"),
+        "model_report": lake.uri_of(f"models/{champion}/report.html"),
+        "data_docs": {k: lake.uri_of(f"validation/{k}/ingest_date={day}/data_docs/index.html")
+                      for k in ("labeled", "unlabeled")},
+        "quarantine": lake.uri_of("quarantine"), "seconds": round(time.perf_counter() - started, 1),
+        "steps_seconds": timings,
+    }
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def serve(home: Path) -> None:
+    """``airflow standalone`` on 127.0.0.1 (Ctrl-C stops it and everything it started)."""
+    env = airflow_env(home)
+    (home / "airflow").mkdir(parents=True, exist_ok=True)
+    say(f"Airflow UI on http://127.0.0.1:{env.get('AIRFLOW__API__PORT', '8080')} with the textclf DAGs; "
+        f"the admin password is in {home / 'airflow' / 'simple_auth_manager_passwords.json.generated'}")
+    os.execvpe(str(BIN / "airflow"), [str(BIN / "airflow"), "standalone"], env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["demo", "serve"])
+    parser.add_argument("--home", type=Path, default=ROOT / "demo", help="where the lake and Airflow live")
+    parser.add_argument("--date", default=(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat(),
+                        help="the demo's day (default: yesterday, as a nightly run would score)")
+    args = parser.parse_args()
+    home = args.home.resolve()
+    if args.command == "serve":
+        serve(home)
+    summary = demo(home, args.date)
+    say(f"\nDone in {summary['seconds']} s. Everything is under {home}:")
+    for label, key in (("predictions", "predictions"), ("scoring report", "scoring_report"),
+                       ("model report", "model_report"), ("quarantine", "quarantine")):
+        say(f"  {label:15} {summary[key]}")
+    for kind, uri in summary["data_docs"].items():  # type: ignore[union-attr]
+        say(f"  {'Data Docs':15} {uri} ({kind})")
+    say(f"  {'Airflow home':15} {summary['airflow_home']} (`make airflow` opens the UI)")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
