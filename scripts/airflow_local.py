@@ -87,7 +87,7 @@ def demo(home: Path, day: str) -> dict[str, object]:
     timings = {}
     for number, (title, args) in enumerate(steps, 1):
         say(f"[{number}/{len(steps)}] {title} ...")
-        log = logs / f"{number}-{args[-1] if args[0] == 'dags' else 'db'}.log"
+        log = logs / f"{number}-{args[2] if args[0] == 'dags' else 'db-migrate'}.log"
         t0 = time.perf_counter()
         airflow(args, env, log)
         timings[title.split(":")[0]] = round(time.perf_counter() - t0, 1)
