@@ -129,6 +129,34 @@ def test_crash_before_the_manifest_leaves_nothing_visible(lake: Lake, monkeypatc
     check_contract(lake, DATE)
 
 
+def test_a_commit_that_dies_halfway_can_be_run_again(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from textclf.errors import StorageError
+    from textclf.scoring import commit_predictions, score_shard
+
+    score(lake.uri, ScoreConfig(date=DATE))
+    before = lake.require_manifest(predictions_key(DATE))
+    config = ScoreConfig(date=DATE, num_shards=3)
+    for shard in range(3):
+        score_shard(lake, config, shard)
+    original, copies = Lake.copy, []
+
+    def fail_second_copy(self: Lake, src: str, dst: str) -> None:
+        copies.append(src)
+        if len(copies) == 2:
+            raise StorageError("simulated network failure while copying a shard file")
+        original(self, src, dst)
+
+    monkeypatch.setattr(Lake, "copy", fail_second_copy)
+    with pytest.raises(StorageError, match="simulated"):
+        commit_predictions(lake, DATE, 3)
+    assert lake.require_manifest(predictions_key(DATE)) == before  # the old partition is still served whole
+    monkeypatch.setattr(Lake, "copy", original)
+    published = commit_predictions(lake, DATE, 3)  # every shard file is still there: the retry succeeds
+    manifest, _ = check_contract(lake, DATE)
+    assert manifest["num_shards"] == 3 and manifest["created_at"] == published["created_at"]
+    assert commit_predictions(lake, DATE, 3) == published  # a retry after success changes nothing
+
+
 def test_shard_commit_refuses_missing_shards(lake: Lake) -> None:
     from textclf.errors import StorageError
     from textclf.scoring import commit_predictions, score_shard

@@ -289,6 +289,13 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
 def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]:
     """Publish every shard of a date as one predictions partition (schema version 1), manifest last."""
     source = _require_input(lake, date)
+    published = lake.read_manifest(predictions_key(date))
+    if (published and published.get("source_created_at") == source.get("created_at")
+            and published.get("num_shards") == num_shards
+            and not lake.list_files(f"predictions/_shards/run_date={date}")):
+        # Already committed from these shards (a retried commit whose first try got this far).
+        log.info("predictions for %s already committed from %d shard(s)", date, num_shards)
+        return published
     shards = []
     for shard in range(num_shards):
         manifest = lake.read_manifest(shard_key(date, shard, num_shards))
@@ -321,7 +328,7 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
             # Exact duplicates are the same document received twice: they are not eligible, and not quarantined.
             "input_rows": eligible + quarantined, "quarantined_rows": quarantined,
             "duplicates_removed": duplicates, "received_rows": source.get("input_rows"),
-            "num_shards": num_shards, "source": unlabeled_key(date),
+            "num_shards": num_shards, "source": unlabeled_key(date), "source_created_at": source.get("created_at"),
             "signals": ScoringStats.merge(m["stats"] for m in shards).as_dict(),
         })
     lake.delete_tree(f"predictions/_shards/run_date={date}")

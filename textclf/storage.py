@@ -270,9 +270,13 @@ class PartitionWriter:
         return entries
 
     def adopt(self, name: str, src_key: str, entry: dict[str, Any]) -> FileEntry:
-        """Move an already-written, already-hashed file (another partition's) into this one."""
+        """Copy an already-written, already-hashed file (another partition's) into this one.
+
+        A copy, not a move: until this partition is committed the source stays complete, so a
+        commit that dies halfway can simply be run again.
+        """
         name = self._check_name(name)
-        self.lake.move(src_key, f"{self.staging}/{name}")
+        self.lake.copy(src_key, f"{self.staging}/{name}")
         adopted = FileEntry(name, entry.get("rows"), entry["bytes"], entry["sha256"])
         self.files.append(adopted)
         return adopted
@@ -444,6 +448,15 @@ class Lake:
             self.fs.move(self.path(src), self.path(dst))
         except OSError as exc:
             raise _wrap_os_error(f"cannot move {self.uri_of(src)}", exc) from exc
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy one file inside the lake (server-side on S3)."""
+        try:
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(self.path(dst)), recursive=True)
+            self.fs.copy_file(self.path(src), self.path(dst))
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot copy {self.uri_of(src)}", exc) from exc
 
     def _infos(self, key: str, recursive: bool) -> list[pafs.FileInfo]:
         import pyarrow.fs as pafs
