@@ -113,13 +113,52 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+SERVICES = (["api-server"], ["scheduler", "--skip-serve-logs"], ["dag-processor"], ["triggerer", "--skip-serve-logs"])
+
+
 def serve(home: Path) -> None:
-    """``airflow standalone`` on 127.0.0.1 (Ctrl-C stops it and everything it started)."""
+    """The Airflow UI on 127.0.0.1 with the project's DAGs, until Ctrl-C.
+
+    The components are started one by one rather than with ``airflow standalone``, whose log
+    servers listen on every interface; here logs are local files the api-server reads itself.
+    """
+    import signal
+
     env = airflow_env(home)
     (home / "airflow").mkdir(parents=True, exist_ok=True)
-    say(f"Airflow UI on http://127.0.0.1:{env.get('AIRFLOW__API__PORT', '8080')} with the textclf DAGs; "
-        f"the admin password is in {home / 'airflow' / 'simple_auth_manager_passwords.json.generated'}")
-    os.execvpe(str(BIN / "airflow"), [str(BIN / "airflow"), "standalone"], env)
+    (home / "logs").mkdir(exist_ok=True)
+    airflow(["db", "migrate"], env, home / "logs" / "serve-db-migrate.log")
+    procs = []
+    for args in SERVICES:
+        log = open(home / "logs" / f"serve-{args[0]}.log", "w", encoding="utf-8")  # noqa: SIM115 - open while it runs
+        procs.append(subprocess.Popen([str(BIN / "airflow"), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    port = env.get("AIRFLOW__API__PORT", "8080")
+    say(f"Airflow UI on http://127.0.0.1:{port} with the textclf DAGs (logs in {home / 'logs'}/serve-*.log);\n"
+        f"log in as admin with the password in {home / 'airflow' / 'simple_auth_manager_passwords.json.generated'}.\n"
+        "Ctrl-C stops it.")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(1)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.time() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    failed = [" ".join(a) for a, p in zip(SERVICES, procs, strict=True) if p.returncode not in (0, -2, 130)]
+    if failed and not stopping:
+        sys.exit(f"airflow {failed[0]} stopped unexpectedly; see {home / 'logs'}/serve-*.log")
 
 
 def main() -> None:
@@ -132,6 +171,7 @@ def main() -> None:
     home = args.home.resolve()
     if args.command == "serve":
         serve(home)
+        return
     summary = demo(home, args.date)
     say(f"\nDone in {summary['seconds']} s. Everything is under {home}:")
     for label, key in (("predictions", "predictions"), ("scoring report", "scoring_report"),
