@@ -442,21 +442,21 @@ class Lake:
             raise _wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
 
     def move(self, src: str, dst: str) -> None:
-        try:
-            if self.is_local:
-                self.fs.create_dir(posixpath.dirname(self.path(dst)), recursive=True)
-            self.fs.move(self.path(src), self.path(dst))
-        except OSError as exc:
-            raise _wrap_os_error(f"cannot move {self.uri_of(src)}", exc) from exc
+        """Move one file inside the lake."""
+        self._transfer("move", src, dst)
 
     def copy(self, src: str, dst: str) -> None:
         """Copy one file inside the lake (server-side on S3)."""
+        self._transfer("copy", src, dst)
+
+    def _transfer(self, verb: str, src: str, dst: str) -> None:
         try:
             if self.is_local:
                 self.fs.create_dir(posixpath.dirname(self.path(dst)), recursive=True)
-            self.fs.copy_file(self.path(src), self.path(dst))
+            operation = self.fs.move if verb == "move" else self.fs.copy_file
+            operation(self.path(src), self.path(dst))
         except OSError as exc:
-            raise _wrap_os_error(f"cannot copy {self.uri_of(src)}", exc) from exc
+            raise _wrap_os_error(f"cannot {verb} {self.uri_of(src)}", exc) from exc
 
     def _infos(self, key: str, recursive: bool) -> list[pafs.FileInfo]:
         import pyarrow.fs as pafs
