@@ -54,6 +54,7 @@ def validate(ingested: dict) -> dict:
 
 
 @dag(
+    doc_md=__doc__,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -67,6 +67,7 @@ def publish_champion(decision: dict) -> str:
 
 
 @dag(
+    doc_md=__doc__,
     schedule=[LABELED_DATA] if os.environ.get("TEXTCLF_RETRAIN_ON_NEW_DATA", "").lower() in ("1", "true") else None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

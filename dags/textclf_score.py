@@ -86,6 +86,7 @@ def report(inputs: dict) -> dict:
 
 
 @dag(
+    doc_md=__doc__,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=True,
