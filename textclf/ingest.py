@@ -203,8 +203,19 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
         return None, rejected
 
     texts, undecodable = decode_array(batch.texts)
-    ids = pc.utf8_trim_whitespace(batch.ids.cast(pa.string())) if batch.ids is not None else None
-    labels = pc.utf8_trim_whitespace(batch.labels.cast(pa.string())) if batch.labels is not None else None
+    # ids and labels get the same UTF-8 / Windows-1252 decoding as the text; undecodable ones quarantine the row
+    ids, bad_ids = _decode_field(batch.ids)
+    labels, bad_labels = _decode_field(batch.labels)
+    bad_fields = [(name, mask) for name, mask in (("text", undecodable), (f"column {config.id_col!r}", bad_ids),
+                                                  (f"column {config.label_col!r}", bad_labels)) if mask is not None]
+    for _, mask in bad_fields[1:]:
+        undecodable = pc.or_(undecodable, mask)
+
+    def encoding_detail(sel: pa.Array) -> list[str]:
+        flags = zip(*[pc.filter(mask, sel).to_pylist() for _, mask in bad_fields], strict=True)
+        return [" and ".join(name for (name, _), bad in zip(bad_fields, row, strict=True) if bad)
+                + " bytes are neither UTF-8 nor unambiguous Windows-1252" for row in flags]
+
     lengths = pc.fill_null(pc.utf8_length(texts), 0)
     too_long = pc.greater(lengths, config.max_text_chars)
     normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
@@ -212,7 +223,7 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
 
     # First matching reason wins; `taken` marks rows already quarantined.
     checks: list[tuple[str, pa.Array, Any]] = [
-        ("invalid_encoding", undecodable, "text bytes are neither UTF-8 nor unambiguous Windows-1252"),
+        ("invalid_encoding", undecodable, encoding_detail),
         ("text_too_long", too_long, lambda sel: [f"{n} characters > limit {config.max_text_chars}"
                                                  for n in pc.filter(lengths, sel).to_pylist()]),
         ("empty_text", empty, "text is empty after normalisation"),
@@ -231,13 +242,16 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
             continue
         taken = pc.or_(taken, sel)
         shown, raw_bytes = pc.filter(texts, sel), None
+        shown_ids = pc.filter(ids, sel) if ids is not None else None
+        shown_labels = pc.filter(labels, sel) if labels is not None else None
         if reason == "invalid_encoding":
             raw_bytes = pc.filter(batch.texts, sel).cast(pa.binary())
-            shown = [b.decode("utf-8", "backslashreplace") for b in raw_bytes.to_pylist()]
+            shown = _backslashed(raw_bytes)
+            shown_ids = _backslashed(pc.filter(batch.ids, sel)) if batch.ids is not None else None
+            shown_labels = _backslashed(pc.filter(batch.labels, sel)) if batch.labels is not None else None
         rejected.append(reject_batch(
             reason, detail(sel) if callable(detail) else detail, source, pc.filter(batch.source_rows, sel),
-            pc.filter(ids, sel) if ids is not None else None, pc.filter(labels, sel) if labels is not None else None,
-            shown, raw_bytes))
+            shown_ids, shown_labels, shown, raw_bytes))
 
     keep = pc.invert(taken)
     kept_text = pc.filter(normalized, keep)
@@ -249,6 +263,26 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
     columns["source_file"] = pa.repeat(pa.scalar(source, pa.string()), len(kept_text))
     columns["source_row"] = pc.filter(batch.source_rows, keep)
     return pa.table(columns, schema=dataset_schema(labeled)), rejected
+
+
+def _decode_field(arr: pa.Array | None) -> tuple[pa.Array | None, pa.Array | None]:
+    """An id or label column as trimmed UTF-8 strings, and the mask of rows that could not be decoded."""
+    import pyarrow.compute as pc
+
+    from textclf.normalize import decode_array
+
+    if arr is None:
+        return None, None
+    decoded, bad = decode_array(arr)
+    return pc.utf8_trim_whitespace(decoded), bad
+
+
+def _backslashed(arr: pa.Array) -> list[str | None]:
+    """Original bytes as text, undecodable bytes shown as \\xNN (for the quarantine)."""
+    import pyarrow as pa
+
+    return [None if b is None else b.decode("utf-8", "backslashreplace")
+            for b in arr.cast(pa.binary()).to_pylist()]
 
 
 def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ahead: int) -> Iterator[Any]:

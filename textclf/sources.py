@@ -127,7 +127,8 @@ class SourceReader:
         cols = self.columns
         found = ", ".join(present[:12]) + (" ..." if len(present) > 12 else "")
         if cols.text not in present:
-            raise InputFileError(self.uri, f"no text column {cols.text!r} (columns: {found}); pass --text-col")
+            raise InputFileError(
+                self.uri, f"no text column {cols.text!r} (columns: {found}); {self._column_hint(present)}")
         if cols.id_required and cols.id not in present:
             raise InputFileError(self.uri, f"no id column {cols.id!r} (columns: {found}); pass --id-col")
         if self.want_labels and cols.label not in present:
@@ -137,6 +138,16 @@ class SourceReader:
             "id": cols.id if cols.id in present else None,
             "label": cols.label if self.want_labels else None,
         }
+
+    def _column_hint(self, present: list[str]) -> str:
+        """What to do about a missing text column; a one-column CSV header usually means another delimiter."""
+        own = "\t" if self.format == "tsv" else ","
+        if self.format in ("csv", "tsv") and len(present) == 1:
+            other = next((d for d in (";", "\t", ",", "|") if d != own and d in present[0]), None)
+            if other is not None:
+                return (f"the header is one column holding {other!r}: is the file {other!r}-separated? "
+                        f".csv files must be comma-separated and .tsv files tab-separated")
+        return "pass --text-col"
 
     def batches(self) -> Iterator[SourceBatch]:
         """Stream the file; any read failure becomes a one-line ``InputFileError``."""
@@ -185,6 +196,42 @@ class SourceReader:
         return read, parse, convert, malformed
 
     def _csv(self) -> Iterator[SourceBatch]:
+        import sys
+
+        import pyarrow as pa
+
+        # pyarrow decodes a malformed row as UTF-8 before calling our handler; when that fails it prints
+        # the exception ("Exception ignored in ...") and stops with a parse error. Catch that here instead.
+        undecodable: list[BaseException] = []
+        previous_hook = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if isinstance(unraisable.exc_value, UnicodeDecodeError) and \
+                    getattr(unraisable.object, "__name__", None) == "on_invalid":
+                undecodable.append(unraisable.exc_value)
+            else:
+                previous_hook(unraisable)
+
+        sys.unraisablehook = hook
+        rows_read = [0]
+        try:
+            yield from self._csv_batches(rows_read)
+        except pa.ArrowInvalid as exc:
+            after = f" after record {rows_read[0]}" if rows_read[0] else ""
+            if undecodable:
+                raise InputFileError(self.uri, (
+                    f"cannot read as {self.format}: a row{after} has the wrong number of fields and is not valid "
+                    f"UTF-8, so it cannot be quarantined; fix its quoting or encoding ({_first_line(exc)})")) from exc
+            if "straddl" in str(exc):
+                raise InputFileError(self.uri, (
+                    f"cannot read as {self.format}: a record{after} is longer than {CSV_BLOCK_BYTES >> 20} MiB "
+                    "(a huge field, or a quote that is never closed); remove or split it, or export the file as "
+                    "JSON Lines, where over-long texts are quarantined as text_too_long")) from exc
+            raise
+        finally:
+            sys.unraisablehook = previous_hook
+
+    def _csv_batches(self, rows_read: list[int]) -> Iterator[SourceBatch]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -206,6 +253,7 @@ class SourceReader:
                 yield self._make_batch(chunk, roles, row, malformed)
                 malformed.clear()
                 row += chunk.num_rows
+                rows_read[0] = row
             if malformed:
                 yield self._make_batch(table.slice(0, 0), roles, row, malformed)
                 malformed.clear()
@@ -245,6 +293,8 @@ class SourceReader:
         with self._open_stream() as stream:
             for raw_line in _iter_lines(stream):
                 line_no += 1
+                if line_no == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                    raw_line = raw_line[3:]  # UTF-8 byte order mark, as Windows tools write it
                 if not raw_line.strip():
                     continue
                 decoded = repair_bytes(raw_line)
@@ -298,6 +348,13 @@ class SourceReader:
             raise InputFileError(
                 self.uri, f"not a readable Parquet file (truncated or another format): {_first_line(exc)}") from exc
         roles = self._check_columns(pf.schema_arrow.names)
+        text_type = pf.schema_arrow.field(roles["text"]).type
+        value_type = text_type.value_type if pa.types.is_dictionary(text_type) else text_type
+        if not any(check(value_type) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                                     pa.types.is_large_binary, pa.types.is_string_view,
+                                                     pa.types.is_binary_view, pa.types.is_null)):
+            raise InputFileError(
+                self.uri, f"text column {roles['text']!r} holds {text_type}, not text; pass --text-col")
         include = [c for c in roles.values() if c]
         row = 0
         for batch in pf.iter_batches(batch_size=self.batch_rows, columns=include):
@@ -365,6 +422,8 @@ def _has_surrogates(text: str) -> bool:
 def _scalar_str(value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, float) and value.is_integer():
