@@ -3,7 +3,9 @@
 Candidate and champion are compared on the same held-out documents: when both versions were
 evaluated on a test split with the same fingerprint their recorded metrics are used; otherwise
 (new labeled data arrived since) both are re-scored on the lake's current test split. Every
-decision, with the numbers behind it, is appended to ``champion.json``.
+decision, with the numbers behind it, is appended to ``champion.json``. One promotion runs at a
+time (a lake lock around reading, deciding and writing ``champion.json``), so two racing promotions
+both end up in the history, the second decided against the first one's outcome.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from textclf.config import PromotionPolicy, TrainConfig
 from textclf.errors import ModelError
-from textclf.registry import read_champion, read_version, version_key, write_champion
+from textclf.registry import CHAMPION, read_champion, read_version, version_key, write_champion
 from textclf.storage import Lake, utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,11 @@ def promote(lake_uri: str, version: str, policy: PromotionPolicy | None = None, 
     read_version(lake, version)
     if not lake.exists(f"{version_key(version)}/metrics.json"):
         raise ModelError(f"model version {version} has no evaluation; run `textclf evaluate` first")
+    with lake.lock(CHAMPION):  # read-modify-write of champion.json: one promotion at a time
+        return _decide_and_record(lake, version, policy, force)
+
+
+def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool) -> dict[str, Any]:
     state = read_champion(lake)
     current = state.get("champion")
     if current and current["version"] == version:
@@ -115,9 +122,7 @@ def promote(lake_uri: str, version: str, policy: PromotionPolicy | None = None, 
             "macro_f1": champion_metrics["macro_f1"]},
         "test_split": split, "policy": dataclasses.asdict(policy),
     }
-    # Re-read just before writing so a decision recorded meanwhile is kept in the history.
-    state = read_champion(lake)
-    state.setdefault("history", []).append(record)
+    state.setdefault("history", []).append(record)  # nothing was recorded meanwhile: the caller holds the lock
     if decision.promoted:
         state["champion"] = {"version": version, "promoted_at": record["at"], "forced": decision.forced,
                              "reasons": record["reasons"]}

@@ -322,6 +322,14 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
             base = shard_key(date, shard, num_shards)
             for entry in manifest["files"]:
                 part.adopt(entry["path"], f"{base}/{entry['path']}", entry)
+        # The copies carry the checksums read above: if another run rescored a shard meanwhile, a copy may
+        # hold its file instead. Such a rescore replaces the shard's manifest before its files, so checking
+        # that every manifest is unchanged after copying proves the copies match the checksums.
+        for shard, manifest in enumerate(shards):
+            if lake.read_manifest(shard_key(date, shard, num_shards)) != manifest:
+                raise StorageError(f"shard {shard} of {num_shards} for {date} was rescored while this commit copied "
+                                   f"it (another run of the date?); rerun `textclf score --date {date} "
+                                   f"--shards {num_shards} --commit-only`")
         published = part.commit({
             "schema_version": SCHEMA_VERSION, "run_date": date, "model_version": versions.pop(),
             "classes": shards[0]["classes"], "rows": rows,

@@ -5,19 +5,24 @@ hidden ``_staging-*`` folder, the previous content is retired (manifest first,
 so it becomes invisible before anything else is touched), the staged files are
 moved into place and ``_MANIFEST.json`` is written last. A reader that only
 trusts manifested partitions therefore sees the old complete partition, the new
-complete one, or none, never a mix.
+complete one, or none, never a mix. Those commit steps run under the partition's
+lake lock (``Lake.lock``), so two writers of one partition never interleave them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import posixpath
+import random
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "_MANIFEST.json"
 STAGING_PREFIX = "_staging-"
 PARQUET_COMPRESSION = "zstd"
+LOCKS = "_locks"  # lock objects, at the lake root (see Lake.lock)
+LOCK_STALE_S = 300.0  # a lock older than this is taken over: no commit or promotion holds one for that long
 
 
 def utc_now_iso() -> str:
@@ -68,7 +75,7 @@ class S3Options:
 
     endpoint_url: str | None = None
     access_key: str | None = None
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)  # never shown in a repr, log or error
     region: str | None = None
 
     @classmethod
@@ -95,6 +102,13 @@ class S3Options:
             kwargs["secret_key"] = self.secret_key
         return pafs.S3FileSystem(**kwargs)
 
+    def client(self) -> Any:
+        """A boto3 client for the same endpoint: locks need conditional writes, which pyarrow's S3 lacks."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region or "us-east-1")
+
 
 def resolve_filesystem(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
     """Map a local path or ``s3://`` URI to a pyarrow filesystem and a path inside it."""
@@ -113,21 +127,59 @@ def resolve_filesystem(uri: str, s3: S3Options | None = None) -> tuple[pafs.File
 
 
 def _wrap_os_error(what: str, exc: Exception) -> StorageError:
-    return StorageError(f"{what}: {exc}".splitlines()[0])
+    message = f"{what}: {exc}".splitlines()[0]
+    if "No space left on device" in message:
+        message += "; free space on that disk and rerun"
+    return StorageError(message)
+
+
+def _s3_error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _pid_namespace() -> int | None:
+    """Which process-id namespace this process lives in (containers sharing a host name differ here)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _lock_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
+    """A lock is stale when its holder is a dead process on this host, or when it is older than ``stale_after``."""
+    try:
+        if time.time() - float(holder.get("acquired_at", 0)) > stale_after:
+            return True
+    except (TypeError, ValueError):
+        return True
+    pid = holder.get("pid")
+    here = holder.get("host") == socket.gethostname() and holder.get("pidns") == _pid_namespace()
+    if here and isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+    return False
 
 
 class HashingSink:
     """A writable file object that forwards bytes to a pyarrow stream and hashes them."""
 
-    def __init__(self, stream: pa.NativeFile) -> None:
+    def __init__(self, stream: pa.NativeFile, uri: str = "a lake file") -> None:
         self._stream = stream
+        self._uri = uri  # named in errors: a full disk or a lost S3 connection surfaces here
         self._sha = hashlib.sha256()
         self._pos = 0
         self.closed = False
 
     def write(self, data: bytes | memoryview) -> int:
         self._sha.update(data)
-        self._stream.write(data)
+        try:
+            self._stream.write(data)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
         self._pos += len(data)
         return len(data)
 
@@ -135,12 +187,18 @@ class HashingSink:
         return self._pos
 
     def flush(self) -> None:
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
 
     def close(self) -> None:
         if not self.closed:
-            self._stream.close()
             self.closed = True
+            try:
+                self._stream.close()
+            except OSError as exc:
+                raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
 
     def writable(self) -> bool:
         return True
@@ -238,7 +296,7 @@ class PartitionWriter:
         """Open a Parquet file in the staging area; ``close()`` it, then it joins the manifest."""
         name = self._check_name(name)
         stream = self.lake.open_output(f"{self.staging}/{name}")
-        part = ParquetPartFile(HashingSink(stream), schema, name)
+        part = ParquetPartFile(HashingSink(stream, self.lake.uri_of(f"{self.staging}/{name}")), schema, name)
         self._open.append(part)
         return part
 
@@ -252,8 +310,7 @@ class PartitionWriter:
     def add_bytes(self, name: str, data: bytes, rows: int | None = None) -> FileEntry:
         """Stage a small file given as bytes (JSON, HTML, ...)."""
         name = self._check_name(name)
-        with self.lake.open_output(f"{self.staging}/{name}") as out:
-            out.write(data)
+        self.lake.write_object(f"{self.staging}/{name}", data)
         entry = FileEntry(name, rows, len(data), hashlib.sha256(data).hexdigest())
         self.files.append(entry)
         return entry
@@ -304,7 +361,11 @@ class PartitionWriter:
         return f"{self.staging}/{entry.path}"
 
     def commit(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Retire the previous partition, publish the staged files, write the manifest last."""
+        """Retire the previous partition, publish the staged files, write the manifest last.
+
+        Under the partition's lock: two writers of one partition (two runs for the same date) commit one
+        after the other, so the manifest left last lists exactly the files the same writer put in place.
+        """
         if self._open:
             raise StorageError(f"{self.key}: commit with {len(self._open)} Parquet file(s) still open")
         manifest: dict[str, Any] = {
@@ -317,16 +378,26 @@ class PartitionWriter:
         if "rows" not in manifest and any(f.rows is not None for f in self.files):
             manifest["rows"] = sum(f.rows for f in self.files if f.rows is not None)
         lake = self.lake
-        lake.delete(f"{self.key}/{MANIFEST}")
-        staging_name = self.staging.rsplit("/", 1)[1]
-        for child in lake.list_children(self.key):
-            if child != staging_name:
-                lake.delete_tree(f"{self.key}/{child}")
-        for entry in self.files:
-            lake.move(f"{self.staging}/{entry.path}", f"{self.key}/{entry.path}")
-        lake.write_bytes(f"{self.key}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
-        lake.delete_tree(self.staging)
-        self._committed = True
+        with lake.lock(self.key):
+            # A writer that committed meanwhile removed this one's staging area: its result stands, and
+            # nothing is touched here (checked before the old manifest goes, so the partition stays whole).
+            staged = set(lake.list_files(self.staging))
+            gone = [e.path for e in self.files if f"{self.staging}/{e.path}" not in staged]
+            if gone:
+                raise StorageError(
+                    f"cannot commit {lake.uri_of(self.key)}: {len(gone)} staged file(s) ({gone[0]}, ...) are gone "
+                    f"from {lake.uri_of(self.staging)}; another run committed this partition meanwhile and its "
+                    "result stands; rerun to replace it")
+            lake.delete(f"{self.key}/{MANIFEST}")
+            staging_name = self.staging.rsplit("/", 1)[1]
+            for child in lake.list_children(self.key):
+                if child != staging_name:
+                    lake.delete_tree(f"{self.key}/{child}")
+            for entry in self.files:
+                lake.move(f"{self.staging}/{entry.path}", f"{self.key}/{entry.path}")
+            lake.write_bytes(f"{self.key}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+            lake.delete_tree(self.staging)
+            self._committed = True
         log.info("committed %s (%d files)", lake.uri_of(self.key), len(self.files))
         return manifest
 
@@ -353,6 +424,7 @@ class Lake:
         self.is_local = uri.startswith("file:") or "://" not in uri
         # local lakes are named by their absolute path, so printed locations work from anywhere
         self.uri = self.root if self.is_local else uri.rstrip("/")
+        self._s3_client: Any = None
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -392,17 +464,29 @@ class Lake:
         except OSError as exc:
             raise _wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
 
+    def write_object(self, key: str, data: bytes) -> None:
+        """Write an object in one piece (not atomic on a local disk; see ``write_bytes``)."""
+        try:
+            with self.open_output(key) as out:
+                out.write(data)
+        except OSError as exc:
+            raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write an object in one piece (atomically on a local disk: temp file, then rename)."""
         if self.is_local:
             path = self.path(key)
             tmp = f"{posixpath.dirname(path)}/.tmp-{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}"
-            with self.open_output(posixpath.relpath(tmp, self.root)) as out:
-                out.write(data)
-            os.replace(tmp, path)
+            try:
+                with self.open_output(posixpath.relpath(tmp, self.root)) as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
         else:
-            with self.open_output(key) as out:
-                out.write(data)
+            self.write_object(key, data)
         return self.uri_of(key)
 
     def read_bytes(self, key: str) -> bytes:
@@ -493,6 +577,151 @@ class Lake:
             raise _wrap_os_error(f"cannot upload {local_path} to {self.uri_of(key)}", exc) from exc
         return self.uri_of(key)
 
+    # -- locks -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, *, timeout: float | None = None, stale_after: float = LOCK_STALE_S) -> Iterator[None]:
+        """Hold the lake's exclusive lock ``name`` (a key, such as a partition's) while the block runs.
+
+        The lock is the object ``_locks/NAME.lock``, created only where none exists: ``O_CREAT | O_EXCL``
+        on a local disk, a conditional PUT (``If-None-Match: *``, which the S3 store must honour) on S3.
+        It records its holder (host, pid, time); a lock whose holder is a dead process on this host, or
+        that is older than ``stale_after`` seconds, is taken over. Waits up to ``timeout`` seconds
+        (default ``stale_after`` plus a minute), then raises StorageError naming the lock and its holder.
+        """
+        key = f"{LOCKS}/{safe_key(name)}.lock"
+        deadline = time.monotonic() + (stale_after + 60 if timeout is None else timeout)
+        pause = 0.02
+        while True:
+            body = json.dumps({"token": uuid.uuid4().hex, "host": socket.gethostname(), "pidns": _pid_namespace(),
+                               "pid": os.getpid(), "acquired_at": time.time()}).encode()
+            tag = self._lock_create(key, body)
+            if tag is not None:
+                break
+            held = self._lock_read(key)
+            if held is None:
+                continue  # released meanwhile
+            holder, held_tag = held
+            if _lock_is_stale(holder, stale_after):
+                log.warning("taking over the stale lock %s of pid %s on %s", self.uri_of(key), holder.get("pid"),
+                            holder.get("host"))
+                self._lock_remove(key, held_tag)
+                continue
+            if time.monotonic() >= deadline:
+                since = datetime.fromtimestamp(float(holder.get("acquired_at", 0)), UTC).isoformat(timespec="seconds")
+                raise StorageError(
+                    f"{self.uri_of(key)} is held by pid {holder.get('pid')} on {holder.get('host')} since {since}: "
+                    f"another run is writing {name}; retry when it is done (a lock older than {stale_after:.0f} s "
+                    "is taken over)")
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.5)
+        try:
+            yield
+        finally:
+            try:
+                self._lock_remove(key, tag)
+            except StorageError as exc:
+                log.warning("could not release the lock %s (it expires by itself): %s", self.uri_of(key), exc)
+
+    def _s3_object(self, key: str) -> tuple[Any, str, str]:
+        if self._s3_client is None:
+            self._s3_client = (self.s3 or S3Options.from_env()).client()
+        bucket, _, object_key = self.path(key).partition("/")
+        return self._s3_client, bucket, object_key
+
+    def _lock_create(self, key: str, body: bytes) -> Any:
+        """Create the lock object if absent; its tag (what ``_lock_remove`` compares), or None if it exists."""
+        if self.is_local:
+            path = self.path(key)
+            try:
+                os.makedirs(posixpath.dirname(path), exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return None
+            except OSError as exc:
+                raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+            try:
+                os.write(fd, body)
+            except OSError as exc:
+                os.unlink(path)
+                raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+            finally:
+                os.close(fd)
+            return body
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket, object_key = self._s3_object(key)
+        try:
+            return client.put_object(Bucket=bucket, Key=object_key, Body=body, IfNoneMatch="*")["ETag"]
+        except ClientError as exc:
+            if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return None
+            raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+
+    def _lock_read(self, key: str) -> tuple[dict[str, Any], Any] | None:
+        """The holder of a lock and its tag, or None when there is no lock."""
+        if self.is_local:
+            try:
+                with open(self.path(key), "rb") as fh:
+                    data, written = fh.read(), os.fstat(fh.fileno()).st_mtime
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+            tag: Any = data
+        else:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            client, bucket, object_key = self._s3_object(key)
+            try:
+                obj = client.get_object(Bucket=bucket, Key=object_key)
+                data, tag, written = obj["Body"].read(), obj["ETag"], obj["LastModified"].timestamp()
+            except ClientError as exc:
+                if _s3_error_code(exc) in ("NoSuchKey", "404"):
+                    return None
+                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+            except BotoCoreError as exc:
+                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+        try:
+            holder = json.loads(data)
+        except ValueError:
+            holder = None
+        if not isinstance(holder, dict):
+            holder = {}
+        holder.setdefault("acquired_at", written)  # a lock created this instant has no content yet
+        return holder, tag
+
+    def _lock_remove(self, key: str, tag: Any) -> None:
+        """Delete the lock only if it is still the one with ``tag`` (its own, or the stale one it read)."""
+        if self.is_local:
+            path = self.path(key)
+            aside = f"{path}.{uuid.uuid4().hex[:8]}.removed"
+            try:
+                os.rename(path, aside)  # atomic: from here no other process can remove or replace it
+                with open(aside, "rb") as fh:
+                    ours = fh.read() == tag
+                if not ours:  # another holder's lock: put it back
+                    with contextlib.suppress(FileExistsError):
+                        os.link(aside, path)
+                os.unlink(aside)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket, object_key = self._s3_object(key)
+        try:
+            client.delete_object(Bucket=bucket, Key=object_key, IfMatch=tag)
+        except ClientError as exc:
+            if _s3_error_code(exc) not in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict",
+                                           "412", "404", "409"):  # else: gone, or not ours any more
+                raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+        except BotoCoreError as exc:
+            raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+
     # -- partitions --------------------------------------------------------------------
     def partition(self, key: str) -> PartitionWriter:
         """Start writing a partition; see ``PartitionWriter``."""
@@ -544,13 +773,21 @@ class Lake:
             missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
             if missing:
                 raise StorageError(f"{self.uri_of(file_key)} has no column(s) {', '.join(missing)}")
-            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+            try:
+                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+            except OSError as exc:  # the store went away mid-read
+                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
 
     def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Read a whole committed partition into memory (small partitions only)."""
         import pyarrow as pa
 
-        tables = [self.parquet_file(k).read(columns=columns) for k in self.partition_files(key)]
+        tables = []
+        for file_key in self.partition_files(key):
+            try:
+                tables.append(self.parquet_file(file_key).read(columns=columns))
+            except OSError as exc:  # the store went away mid-read
+                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
         if not tables:
             raise PartitionNotFoundError(f"{self.uri_of(key)} has no Parquet files")
         return pa.concat_tables(tables)
@@ -561,9 +798,12 @@ class Lake:
         for entry in manifest["files"]:
             file_key = f"{safe_key(key)}/{entry['path']}"
             sha = hashlib.sha256()
-            with self.open_input(file_key) as src:
-                while chunk := src.read(8 << 20):
-                    sha.update(chunk)
+            try:
+                with self.open_input(file_key) as src:
+                    while chunk := src.read(8 << 20):
+                        sha.update(chunk)
+            except OSError as exc:
+                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
             if sha.hexdigest() != entry["sha256"]:
                 raise ChecksumMismatchError(
                     f"{self.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match the manifest's "
