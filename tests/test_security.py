@@ -503,6 +503,17 @@ def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path
 # -- 4. keys built from arguments or manifests cannot leave the lake -----------------------------------------------
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """The CLI configures the ``textclf`` logger for a terminal; put it back for the tests that follow."""
+    import logging
+
+    logger = logging.getLogger("textclf")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["score", "--date", "../../x"], 2, "date must be YYYY-MM-DD, got '../../x'"),
     (["score", "--date", "2026-01-01/../../../etc"], 2, "date must be YYYY-MM-DD"),
@@ -514,6 +525,7 @@ def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path
     (["evaluate", "--model-version", "..\x00x"], 6, "invalid model version"),
     (["evaluate", "--model-version", "champion.json"], 6, "invalid model version 'champion.json'"),
 ])
+@pytest.mark.usefixtures("cli_logging")
 def test_crafted_dates_and_versions_are_clear_errors(args: list[str], code: int, message: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from textclf.cli import main
