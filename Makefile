@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: help install demo airflow test test-slow lint bench-ingest bench-models bench-score clean distclean
+.PHONY: help install demo airflow test test-slow lint bench-ingest bench-models bench-score soak clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
 	@echo "make bench-score   scoring throughput and memory: pipeline vs bare predict vs seed-style path"
+	@echo "make soak        10 dates of 1M documents ingested and scored through the CLI; memory per date"
 	@echo "make clean       remove the demo lake and build outputs"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -53,6 +54,9 @@ bench-models: $(STAMP)
 
 bench-score: $(STAMP)
 	$(BIN)/python scripts/bench_score.py --docs 1000000 5000000
+
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --dates 10 --docs 1000000
 
 clean:
 	rm -rf demo build *.egg-info .pytest_cache .ruff_cache
