@@ -169,14 +169,14 @@ CASES = [
     Case("directory_not_file", "(generated) a directory named like a CSV file", "labeled", ERROR,
          "refused: `is not a file`", error="is not a file"),
     Case("emoji_only", "emoji_only.jsonl", "labeled", INGESTED,
-         "emoji are text: kept, with skin tones, flags and variation selectors; the zero-width joiners "
-         "inside a family emoji are removed (rule 4), leaving its three people", rows=2),
+         "emoji are text: kept, with skin tones, flags, variation selectors and the zero-width joiners "
+         "that make a family one emoji", rows=2),
     Case("html_only", "html_only.csv", "labeled", QUARANTINE,
          "tags are stripped, so markup-only, comment-only and `&nbsp;`-only texts are `empty_text`; escaped "
          "markup (`&lt;script&gt;`) survives as literal text", rows=2, reasons={"empty_text": 3}),
     Case("rtl_and_mixed_scripts", "rtl_mixed_scripts.jsonl", "labeled", INGESTED,
-         "Hebrew, Arabic with vowel marks, Greek, Devanagari, CJK and Hangul are kept as written, in NFC "
-         "(a decomposed `é` is composed)", rows=4),
+         "Hebrew, Arabic with vowel marks, Persian with its zero-width non-joiner, Greek, Devanagari, CJK "
+         "and Hangul are kept as written, in NFC (a decomposed `é` is composed)", rows=5),
     Case("windows_line_endings", "windows_line_endings.csv", "labeled", INGESTED,
          "CRLF line ends: no `\\r` left in ids, texts or labels", rows=2),
     Case("old_mac_line_endings", "old_mac_line_endings.csv", "labeled", INGESTED,
@@ -303,7 +303,7 @@ def assert_clean_text(text: str) -> None:
     assert text and text == text.strip(" ")
     assert unicodedata.is_normalized("NFC", text)
     assert not any(unicodedata.category(c) == "Cc" for c in text)
-    assert not any(c in text for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad")
+    assert not any(c in text for c in "\u200b\u2060\ufeff\u00ad")
     assert "  " not in text
 
 
@@ -487,7 +487,7 @@ def _(o: Outcome) -> None:
 def _(o: Outcome) -> None:
     written = {r["id"]: r["text"] for r in map(json.loads, o.source.read_text(encoding="utf-8").splitlines())}
     assert o.texts()["e1"] == written["e1"]
-    assert o.texts()["e2"] == written["e2"].replace("\u200d", "") == "\U0001f468\U0001f469\U0001f467"
+    assert o.texts()["e2"] == written["e2"] == "\U0001f468\u200d\U0001f469\u200d\U0001f467"
 
 
 @check("html_only")
@@ -501,6 +501,7 @@ def _(o: Outcome) -> None:
     written = {r["id"]: r["text"] for r in map(json.loads, o.source.read_text(encoding="utf-8").splitlines())}
     assert o.texts() == {k: unicodedata.normalize("NFC", v) for k, v in written.items()}
     assert "Café" in o.texts()["r4"] and "e\u0301" in written["r4"]
+    assert "\u200c" in o.texts()["r5"]  # Persian "mikhaham" keeps its non-joiner
 
 
 @check("windows_line_endings")

@@ -11,8 +11,10 @@ The rules, in order (documented in docs/ingestion.md and tested in tests/test_no
    they stand for. Tags are stripped before entities are unescaped, so an escaped
    ``&lt;b&gt;`` survives as the literal text ``<b>``.
 3. Unicode is normalised to NFC.
-4. Control and format characters (C0, C1, zero-width, BOM) are removed, except
-   whitespace, which in step 5 becomes a single space.
+4. Control and invisible format characters (C0, C1, zero-width space, word joiner,
+   BOM, soft hyphen) are removed, except whitespace, which in step 5 becomes a single
+   space. The zero-width joiner and non-joiner (U+200D, U+200C) are kept: they hold
+   emoji sequences together and are part of how Persian and Indic words are spelled.
 5. Runs of whitespace (including newlines, tabs, no-break spaces) become one space,
    and leading and trailing whitespace is trimmed.
 """
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 # RE2 syntax (pyarrow.compute). A tag starts with a letter, '/' or '!': "a < b" is not a tag.
 HTML_TAG_RE = r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>"
 # Control (Cc) and invisible format characters that carry no meaning for a classifier.
-CONTROL_RE = "[\\x00-\\x08\\x0B\\x0E-\\x1F\\x7F-\\x9F\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{00AD}]"
+CONTROL_RE = "[\\x00-\\x08\\x0B\\x0E-\\x1F\\x7F-\\x9F\\x{200B}\\x{2060}\\x{FEFF}\\x{00AD}]"
 _SPACES = r"\x{00A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
 WHITESPACE_RE = rf"[\s{_SPACES}]+"
 # Text that needs the control/whitespace pass: a control character, a whitespace character other
