@@ -28,7 +28,7 @@ from tests.test_scoring import check_contract
 from textclf.config import IngestConfig, TrainConfig
 from textclf.corpus import CorpusSpec, write_corpus
 from textclf.errors import StorageError
-from textclf.ingest import dataset_key, ingest
+from textclf.ingest import dataset_key, ingest, quarantine_key
 from textclf.promotion import promote
 from textclf.registry import CHAMPION, list_versions
 from textclf.scoring import ScoreConfig, predictions_key, score, score_shard, shard_key
@@ -74,6 +74,15 @@ def copy(self, src, dst):
             time.sleep(0.05)
     return _copy(self, src, dst)
 Lake.copy = copy
+"""
+KILL_AT_COMMIT = """
+from textclf.storage import PartitionWriter
+_commit = PartitionWriter.commit
+def commit(self, fields=None):
+    if self.key == os.environ["FAULT_KEY"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _commit(self, fields)
+PartitionWriter.commit = commit
 """
 STALL_AT_WRITE = """
 _write = Lake.write_bytes
@@ -294,6 +303,33 @@ def test_sigkill_one_shard_then_its_commit(lake: Lake, procs: Procs, tmp_path: P
     manifest, rows = check_contract(lake, D)
     assert manifest["num_shards"] == 3 and len(manifest["files"]) == 3 and len(rows) == ROWS_D
     assert not lake.list_files("predictions/_shards")
+
+
+def test_sigkill_between_the_quarantine_and_the_dataset_commit(lake: Lake, procs: Procs, tmp_path: Path) -> None:
+    """Ingest commits the quarantine, then the dataset; killed in between, validation names the mismatch."""
+    key, qkey = dataset_key("unlabeled", D2), quarantine_key("unlabeled", D2)
+    old = lake.require_manifest(key)
+    source = tmp_path / "dirty.csv"
+    write_corpus(CorpusSpec(rows=5_000, labeled=False, seed=22, dirty_fraction=0.05, id_prefix="dirty-"), source)
+    ingest_args = [TEXTCLF, "ingest", "--lake", lake.uri, "--kind", "unlabeled", "--date", D2, "-q", str(source)]
+    validate_args = [TEXTCLF, "validate", "--lake", lake.uri, "--kind", "unlabeled", "--date", D2, "-q"]
+    result = procs.run("ingest", ingest_args, patch=KILL_AT_COMMIT, env={"FAULT_KEY": key})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert lake.read_manifest(key) == old  # readers still see the old complete dataset
+    lake.verify(key)
+    assert lake.verify(qkey)["ingest_run"] != old["ingest_run"]  # beside a quarantine of the dead run
+
+    line = assert_one_line_error(procs.run("validate", validate_args), "validate", 4, "another ingest run")
+    assert f"rerun ingest for unlabeled {D2}" in line
+
+    result = procs.run("ingest-again", ingest_args)  # takes over the dead run's lock at once
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest, quarantine = lake.verify(key), lake.verify(qkey)
+    assert manifest["ingest_run"] == quarantine["ingest_run"]
+    assert quarantine["rows"] == manifest["quarantined_rows"] > 0
+    assert manifest["rows"] + manifest["quarantined_rows"] + manifest["duplicates_removed"] == 5_000
+    result = procs.run("validate-again", validate_args)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # -- 2. The S3 server dies while a stage runs ---------------------------------------------------------

@@ -244,6 +244,29 @@ def test_rerun_replaces_the_partition_whole(lake: str, tmp_path: Path) -> None:
     assert results_json(lake, "labeled", RERUN)["success"] is True
 
 
+def test_row_accounting_is_checked_against_the_quarantine(lake: str, tmp_path: Path) -> None:
+    date = "2026-03-09"
+    ingest_rows(lake, tmp_path, "unlabeled", date, [(f"a{i}", text(i)) for i in range(30)] + [("x", "")])
+    store, qkey = Lake(lake), f"quarantine/unlabeled/ingest_date={date}"
+    assert validate(lake, "unlabeled", date).success
+    entry = results_json(lake, "unlabeled", date)["expectations"][0]
+    assert (entry["expectation_type"], entry["success"]) == ("expect_partition_rows_to_add_up", True)
+
+    quarantine = store.require_manifest(qkey)
+    assert quarantine["rows"] == 1
+    store.write_bytes(f"{qkey}/{MANIFEST}", json.dumps({**quarantine, "rows": 0}).encode())
+    outcome = run(lake, "unlabeled", date)
+    assert isinstance(outcome, ValidationFailedError)
+    assert outcome.failures == [
+        f"expect_partition_rows_to_add_up: {store.uri_of(qkey)} holds 0 rows, the dataset manifest says 1 were "
+        f"quarantined; rerun ingest for unlabeled {date}"]
+    store.delete(f"{qkey}/{MANIFEST}")
+    outcome = run(lake, "unlabeled", date)
+    assert isinstance(outcome, ValidationFailedError)
+    assert outcome.failures == [f"expect_partition_rows_to_add_up: {store.uri_of(qkey)} has no manifest; "
+                                f"rerun ingest for unlabeled {date}"]
+
+
 def test_progress_counts_rows(lake: str) -> None:
     class Recorder:
         def __init__(self) -> None:

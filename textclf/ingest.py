@@ -7,12 +7,17 @@ Every input row ends up in exactly one place, and the manifest proves it:
 - ``quarantined_rows``: written to ``quarantine/{kind}/ingest_date=D/rejects.parquet``
   with the original content and a reason (see ``REASONS``)
 - ``duplicates_removed``: exact repeats (same id, text and label) of a kept row
+
+Both partitions are committed under one lock, the quarantine first, and both manifests carry the
+same ``ingest_run``: a run that dies between the two commits leaves the old dataset partition with
+a newer quarantine, which ``check_accounting`` (run by validation) reports until ingest is rerun.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +55,33 @@ def dataset_key(kind: str, date: str) -> str:
 
 def quarantine_key(kind: str, date: str) -> str:
     return f"quarantine/{kind}/ingest_date={date}"
+
+
+def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any] | None = None) -> list[str]:
+    """What does not add up between a dataset partition and its quarantine; empty when all is well.
+
+    Checks ``rows + quarantined_rows + duplicates_removed == input_rows`` in the dataset manifest, and
+    that the quarantine partition is the one written by the same ingest run with that many rows.
+    """
+    manifest = manifest or lake.require_manifest(dataset_key(kind, date))
+    found = []
+    counts = [manifest.get(k) for k in ("rows", "quarantined_rows", "duplicates_removed", "input_rows")]
+    if any(not isinstance(c, int) for c in counts):
+        found.append(f"the manifest of {lake.uri_of(dataset_key(kind, date))} lacks its row counts")
+    elif counts[0] + counts[1] + counts[2] != counts[3]:
+        found.append(f"{counts[0]} rows + {counts[1]} quarantined + {counts[2]} duplicates != {counts[3]} input rows")
+    quarantine = lake.read_manifest(quarantine_key(kind, date))
+    rerun = f"rerun ingest for {kind} {date}"
+    if quarantine is None:
+        found.append(f"{lake.uri_of(quarantine_key(kind, date))} has no manifest; {rerun}")
+    elif quarantine.get("ingest_run") != manifest.get("ingest_run"):
+        found.append(f"{lake.uri_of(quarantine_key(kind, date))} was written by another ingest run than the dataset "
+                     f"(ingest_run {quarantine.get('ingest_run')} != {manifest.get('ingest_run')}): an ingest "
+                     f"stopped between its two commits; {rerun}")
+    elif quarantine.get("rows") != manifest.get("quarantined_rows"):
+        found.append(f"{lake.uri_of(quarantine_key(kind, date))} holds {quarantine.get('rows')} rows, the dataset "
+                     f"manifest says {manifest.get('quarantined_rows')} were quarantined; {rerun}")
+    return found
 
 
 def dataset_schema(labeled: bool) -> pa.Schema:
@@ -484,17 +516,21 @@ def ingest(
                 f"internal error: counts do not add up ({rows} rows + {quarantined} quarantined + "
                 f"{duplicates_removed} duplicates != {total_input} input rows); nothing was written"
             )
-        common = {"kind": config.kind, "ingest_date": config.date, "input_rows": total_input,
+        common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": uuid.uuid4().hex,
+                  "input_rows": total_input,
                   "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
-        qwriter.commit({**common, "rows": quarantined})
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
-        manifest = dwriter.commit(
-            {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
-             "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
-                        "max_text_chars": config.max_text_chars}}
-        )
+        # One lock over both commits: two runs for one date cannot leave one's quarantine beside the
+        # other's dataset (the second to arrive finds its staging gone and stops, changing nothing).
+        with lake.lock(f"{dataset_key(config.kind, config.date)}.ingest"):
+            qwriter.commit({**common, "rows": quarantined})
+            manifest = dwriter.commit(
+                {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
+                 "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
+                            "max_text_chars": config.max_text_chars}}
+            )
     result = IngestResult(lake.uri_of(dataset_key(config.kind, config.date)),
                           lake.uri_of(quarantine_key(config.kind, config.date)), manifest)
     log.info("ingest done: %s", result.summary())

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 from textclf import __version__
 from textclf.config import Kind, ValidationConfig, parse_date, parse_kind
 from textclf.errors import ValidationFailedError
-from textclf.ingest import dataset_key
+from textclf.ingest import check_accounting, dataset_key
 from textclf.progress import NoProgress, Progress
 from textclf.storage import Lake, utc_now_iso
 
@@ -129,6 +129,18 @@ def check_schema(schemas: dict[str, pa.Schema], kind: str) -> list[dict[str, Any
             "severity": "critical", "description": None, "error": None,
         })
     return entries
+
+
+def accounting_entry(lake: Lake, kind: str, date: str, manifest: dict[str, Any], rows_read: int) -> dict[str, Any]:
+    """A result entry checking the partition's row accounting and that its quarantine belongs to it."""
+    found = check_accounting(lake, kind, date, manifest)
+    if manifest.get("rows") != rows_read:
+        found.append(f"the manifest lists {manifest.get('rows')} rows, the data files hold {rows_read}")
+    return {
+        "suite": f"{kind}_accounting", "expectation_type": "expect_partition_rows_to_add_up", "column": None,
+        "kwargs": {}, "success": not found, "observed_value": {"problems": found},
+        "severity": "critical", "description": None, "error": None,
+    }
 
 
 def class_counts(stats: pd.DataFrame) -> pd.DataFrame:
@@ -317,6 +329,8 @@ def describe(entry: dict[str, Any]) -> str:
     if type_ == "expect_column_values_to_be_of_type":
         found = "; ".join(f"{t} in {', '.join(files)}" for t, files in observed.items() if t not in STRING_TYPES)
         return f"{name}: expected {kwargs['type_']}, found {found}"
+    if type_ == "expect_partition_rows_to_add_up":
+        return f"{name}: {'; '.join(observed['problems'])}"
     if type_ == "expect_table_columns_to_match_set":
         present, expected = set(observed or []), set(kwargs["column_set"])
         missing = sorted({SOURCE_COLUMN.get(c, c) for c in expected - present})
@@ -525,7 +539,8 @@ def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig |
     prof = profile(stats, kind)
     with tempfile.TemporaryDirectory(prefix="textclf-gx-") as project_dir:
         gx_run = run_expectations(frames, specs, project_dir)
-        entries = check_schema(schemas, kind) + entries_from_results(gx_run.results)
+        entries = ([accounting_entry(lake, kind, date, manifest, prof["rows"])] + check_schema(schemas, kind)
+                   + entries_from_results(gx_run.results))
         failures = problems(entries, "critical", list(stats.columns))
         warnings = problems(entries, "warning", list(stats.columns))
         success = all(e["success"] for e in entries if e["severity"] == "critical")
