@@ -507,15 +507,53 @@ def test_two_dates_scored_at_once(lake: Lake, procs: Procs) -> None:
     assert (first["rows"], second["rows"]) == (ROWS_D, 6_000)
 
 
-def test_same_date_scored_twice_at_once(lake: Lake, procs: Procs) -> None:
+def lake_and_env(where: str, request: pytest.FixtureRequest) -> tuple[Lake, dict[str, str]]:
+    """The base lake copied locally, or into a bucket of the module's own SeaweedFS (reached via the env)."""
+    if where == "local":
+        return request.getfixturevalue("lake"), {}
+    return request.getfixturevalue("s3_copy"), request.getfixturevalue("own_s3").env
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_same_date_scored_twice_at_once(where: str, request: pytest.FixtureRequest, procs: Procs) -> None:
+    lake, env = lake_and_env(where, request)
     old = lake.require_manifest(predictions_key(D))
-    runs = [procs.spawn(f"score-{i}", score_args(lake, D, "--batch-rows", "2048")) for i in range(2)]
+    runs = [procs.spawn(f"score-{i}", score_args(lake, D, "--batch-rows", "2048"), env=env) for i in range(2)]
     results = [procs.result(proc) for proc in runs]
     assert any(r.returncode == 0 for r in results), [r.stderr[-2000:] for r in results]
     for r in results:  # a run that loses the race says so in one line
         if r.returncode != 0:
             assert_one_line_error(r, "score", 5, "predictions", "run_date=")
     assert reader_view(lake, D, old) == "new"
+    assert not [k for k in lake.list_files("predictions") if "/_staging-" in k]  # the loser cleaned up
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_same_date_ingested_twice_at_once(where: str, request: pytest.FixtureRequest, procs: Procs,
+                                          tmp_path: Path) -> None:
+    """Two ingests of one date with different files: the dataset and its quarantine end as one run's pair."""
+    lake, env = lake_and_env(where, request)
+    key, qkey = dataset_key("unlabeled", D2), quarantine_key("unlabeled", D2)
+    sizes = (12_000, 9_000)
+    runs = []
+    for i, rows in enumerate(sizes):
+        source = tmp_path / f"race-{i}.csv"
+        write_corpus(CorpusSpec(rows=rows, labeled=False, seed=40 + i, dirty_fraction=0.05, id_prefix=f"r{i}-"),
+                     source)
+        args = [TEXTCLF, "ingest", "--lake", lake.uri, "--kind", "unlabeled", "--date", D2, "-q", str(source)]
+        runs.append(procs.spawn(f"ingest-{i}", args, env=env))
+    results = [procs.result(proc) for proc in runs]
+    winners = [rows for rows, r in zip(sizes, results, strict=True) if r.returncode == 0]
+    assert winners, [r.stderr[-2000:] for r in results]
+    for r in results:
+        if r.returncode != 0:
+            assert_one_line_error(r, "ingest", 5, "another run committed this partition meanwhile")
+    manifest, quarantine = lake.verify(key), lake.verify(qkey)
+    assert manifest["input_rows"] in winners
+    assert manifest["ingest_run"] == quarantine["ingest_run"]
+    assert quarantine["rows"] == manifest["quarantined_rows"] > 0
+    assert manifest["rows"] + manifest["quarantined_rows"] + manifest["duplicates_removed"] == manifest["input_rows"]
+    assert not [k for k in lake.list_files("datasets") + lake.list_files("quarantine") if "/_staging-" in k]
 
 
 def test_a_stalled_commit_does_not_interleave_with_another(lake: Lake, procs: Procs, tmp_path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow as pa
 import pytest
 
 from textclf.errors import ChecksumMismatchError, PartitionNotFoundError, StorageError, UnsafeKeyError
-from textclf.storage import MANIFEST, Lake, safe_key
+from textclf.storage import MANIFEST, STAGING_ABANDONED_S, STAGING_PREFIX, WRITER, Lake, safe_key
 
 SCHEMA = pa.schema([("doc_id", pa.string()), ("n", pa.int64())])
 
@@ -93,6 +94,39 @@ def test_crash_between_data_files_and_manifest_leaves_no_visible_partition(lake_
     assert lake.list_partitions("datasets/x") == []
     with pytest.raises(PartitionNotFoundError):
         lake.read_table(key)
+
+
+def staging_folders(lake: Lake, key: str) -> list[str]:
+    return [c for c in lake.list_children(key) if c.startswith(STAGING_PREFIX)]
+
+
+def test_two_writers_of_one_partition_both_commit_and_the_last_wins(lake_uri: str) -> None:
+    lake = Lake(lake_uri)
+    key = "datasets/x/ingest_date=2026-01-03"
+    with lake.partition(key) as slow:
+        part = slow.parquet("part-00000.parquet", SCHEMA)
+        part.write(pa.table({"doc_id": ["slow-0"], "n": [0]}))
+        slow.close_parquet(part)
+        write_partition(lake, key, "fast")  # commits while the slow writer is still staging
+        assert lake.read_manifest(key)["tag"] == "fast"
+        assert staging_folders(lake, key) == [slow.staging.rsplit("/", 1)[1]]  # left alone
+        slow.commit({"tag": "slow"})
+    assert lake.verify(key)["tag"] == "slow"
+    assert lake.read_table(key).column("doc_id").to_pylist() == ["slow-0"]
+    assert set(lake.list_children(key)) == {MANIFEST, "part-00000.parquet"}
+
+
+def test_a_commit_removes_the_staging_folders_of_abandoned_runs(lake_uri: str) -> None:
+    lake = Lake(lake_uri)
+    key = "datasets/x/ingest_date=2026-01-04"
+    dead = {"host": "elsewhere", "pid": 1, "acquired_at": time.time()}
+    lake.write_object(f"{key}/{STAGING_PREFIX}1-0123456789ab/part-00000.parquet", b"old name format")
+    old = int(time.time() - STAGING_ABANDONED_S - 60)
+    lake.write_object(f"{key}/{STAGING_PREFIX}{old}-0123456789ab/{WRITER}", json.dumps(dead).encode())
+    alive = f"{STAGING_PREFIX}{int(time.time())}-0123456789ab"  # another host's run, started just now
+    lake.write_object(f"{key}/{alive}/{WRITER}", json.dumps(dead).encode())
+    write_partition(lake, key, "new")
+    assert staging_folders(lake, key) == [alive]
 
 
 def test_partitions_without_manifest_are_ignored(lake_uri: str) -> None:

@@ -6,7 +6,9 @@ so it becomes invisible before anything else is touched), the staged files are
 moved into place and ``_MANIFEST.json`` is written last. A reader that only
 trusts manifested partitions therefore sees the old complete partition, the new
 complete one, or none, never a mix. Those commit steps run under the partition's
-lake lock (``Lake.lock``), so two writers of one partition never interleave them.
+lake lock (``Lake.lock``), so two writers of one partition never interleave them:
+the last to commit wins. A commit leaves other runs' staging folders alone unless
+they are abandoned (a dead writer on this host, or older than a day).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ STAGING_PREFIX = "_staging-"
 PARQUET_COMPRESSION = "zstd"
 LOCKS = "_locks"  # lock objects, at the lake root (see Lake.lock)
 LOCK_STALE_S = 300.0  # a lock older than this is taken over: no commit or promotion holds one for that long
+WRITER = "_writer.json"  # inside a staging folder: who is writing it (host, pid, time)
+STAGING_ABANDONED_S = 24 * 3600.0  # a staging folder this old is an abandoned run's, whoever wrote it
 
 
 def utc_now_iso() -> str:
@@ -143,6 +147,12 @@ def _pid_namespace() -> int | None:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
+
+
+def _holder() -> dict[str, Any]:
+    """Who this process is, as recorded in lock objects and staging folders."""
+    return {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(),
+            "acquired_at": time.time()}
 
 
 def _lock_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
@@ -274,10 +284,11 @@ class PartitionWriter:
     def __init__(self, lake: Lake, key: str) -> None:
         self.lake = lake
         self.key = safe_key(key)
-        self.staging = f"{self.key}/{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.staging = f"{self.key}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:12]}"
         self.files: list[FileEntry] = []
         self._committed = False
         self._open: list[ParquetPartFile] = []
+        lake.write_object(f"{self.staging}/{WRITER}", json.dumps(_holder()).encode())
 
     def __enter__(self) -> PartitionWriter:
         return self
@@ -288,7 +299,7 @@ class PartitionWriter:
 
     def _check_name(self, name: str) -> str:
         name = safe_key(name)
-        if name == MANIFEST or name.split("/")[0].startswith(STAGING_PREFIX):
+        if name in (MANIFEST, WRITER) or name.split("/")[0].startswith(STAGING_PREFIX):
             raise UnsafeKeyError(f"{name!r} is reserved inside a partition")
         return name
 
@@ -360,6 +371,19 @@ class PartitionWriter:
         """Key of a staged file, for reading it back before the commit."""
         return f"{self.staging}/{entry.path}"
 
+    def require_staged(self) -> None:
+        """Raise StorageError if staged files are gone: a writer that committed meanwhile removed them.
+
+        That writer's result stands, and nothing is touched here.
+        """
+        staged = set(self.lake.list_files(self.staging))
+        gone = [e.path for e in self.files if f"{self.staging}/{e.path}" not in staged]
+        if gone:
+            raise StorageError(
+                f"cannot commit {self.lake.uri_of(self.key)}: {len(gone)} staged file(s) ({gone[0]}, ...) are gone "
+                f"from {self.lake.uri_of(self.staging)}; another run committed this partition meanwhile and its "
+                "result stands; rerun to replace it")
+
     def commit(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
         """Retire the previous partition, publish the staged files, write the manifest last.
 
@@ -379,19 +403,13 @@ class PartitionWriter:
             manifest["rows"] = sum(f.rows for f in self.files if f.rows is not None)
         lake = self.lake
         with lake.lock(self.key):
-            # A writer that committed meanwhile removed this one's staging area: its result stands, and
-            # nothing is touched here (checked before the old manifest goes, so the partition stays whole).
-            staged = set(lake.list_files(self.staging))
-            gone = [e.path for e in self.files if f"{self.staging}/{e.path}" not in staged]
-            if gone:
-                raise StorageError(
-                    f"cannot commit {lake.uri_of(self.key)}: {len(gone)} staged file(s) ({gone[0]}, ...) are gone "
-                    f"from {lake.uri_of(self.staging)}; another run committed this partition meanwhile and its "
-                    "result stands; rerun to replace it")
+            # Checked before the old manifest goes, so the partition stays whole.
+            self.require_staged()
             lake.delete(f"{self.key}/{MANIFEST}")
             staging_name = self.staging.rsplit("/", 1)[1]
             for child in lake.list_children(self.key):
-                if child != staging_name:
+                # Another run's staging folder stays while that run may still commit (last committer wins).
+                if child != staging_name and (not child.startswith(STAGING_PREFIX) or self._abandoned(child)):
                     lake.delete_tree(f"{self.key}/{child}")
             for entry in self.files:
                 lake.move(f"{self.staging}/{entry.path}", f"{self.key}/{entry.path}")
@@ -400,6 +418,24 @@ class PartitionWriter:
             self._committed = True
         log.info("committed %s (%d files)", lake.uri_of(self.key), len(self.files))
         return manifest
+
+    def _abandoned(self, staging_name: str) -> bool:
+        """Whether another staging folder of this partition belongs to a run that will never commit it.
+
+        True for a folder older than ``STAGING_ABANDONED_S``, one whose writer is a dead process on this
+        host, and one without a writer record after a minute (it is written as the folder is created).
+        """
+        started = staging_name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not started.isdigit():
+            return True  # an older release's name: nothing of it is running any more
+        age = time.time() - int(started)
+        if age > STAGING_ABANDONED_S:
+            return True
+        try:
+            holder = json.loads(self.lake.read_bytes(f"{self.key}/{staging_name}/{WRITER}"))
+        except (StorageError, ValueError):
+            return age > 60
+        return not isinstance(holder, dict) or _lock_is_stale(holder, STAGING_ABANDONED_S)
 
     def abort(self) -> None:
         """Remove the staging area; the previous partition stays as it was."""
@@ -592,8 +628,7 @@ class Lake:
         deadline = time.monotonic() + (stale_after + 60 if timeout is None else timeout)
         pause = 0.02
         while True:
-            body = json.dumps({"token": uuid.uuid4().hex, "host": socket.gethostname(), "pidns": _pid_namespace(),
-                               "pid": os.getpid(), "acquired_at": time.time()}).encode()
+            body = json.dumps(_holder()).encode()
             tag = self._lock_create(key, body)
             if tag is not None:
                 break
