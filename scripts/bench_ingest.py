@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_rss import own_peak_rss_mb
 
 
 def generate(path: Path, size_bytes: int, dirty_fraction: float) -> None:
@@ -68,7 +69,7 @@ def child(mode: str, src: Path, work: Path) -> None:
     t0 = time.perf_counter()
     out = run_baseline(src, work / "baseline.parquet") if mode == "baseline" else run_ingest(src, work / "lake")
     out["seconds"] = time.perf_counter() - t0
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = own_peak_rss_mb()
     print(json.dumps(out))
 
 

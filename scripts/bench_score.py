@@ -16,11 +16,12 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_rss import own_peak_rss_mb
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,7 +89,7 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
         report_started = time.perf_counter()
         report(lake, date)
         return {"docs": docs, "seconds": seconds, "report_seconds": time.perf_counter() - report_started,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                "peak_rss_mb": own_peak_rss_mb()}
     else:
         model = load_model(Lake(lake), version).model
         texts = read_texts(lake, date)
@@ -115,7 +116,7 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
                 padded[row, :len(ids)] = ids
             int_model.predict(padded, batch_size=batch_rows, verbose=0)
     seconds = time.perf_counter() - started
-    return {"docs": docs, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"docs": docs, "seconds": seconds, "peak_rss_mb": own_peak_rss_mb()}
 
 
 def measure(mode: str, lake: Path, date: str, version: str, batch_rows: int) -> dict:

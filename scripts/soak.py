@@ -2,7 +2,7 @@
 
 Each date gets N freshly generated unlabeled documents (a different seed per date), ingested with
 ``textclf ingest`` and scored with ``textclf score`` in their own processes, each measured with its
-peak RSS (from ``wait4``). At the end every predictions partition is verified (checksums, one row
+own peak RSS (``peak_rss.py``). At the end every predictions partition is verified (checksums, one row
 per eligible document, ``rows + quarantined_rows == input_rows``) and the scoring peak RSS of the
 last date is compared with the first: memory must not grow from date to date.
 
@@ -14,25 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from peak_rss import run_measured
 
 BIN = Path(sys.executable).parent
 FIRST_DATE = dt.date(2031, 1, 1)
-
-
-def run_measured(args: list[str]) -> tuple[float, float]:
-    """Run a command to completion; its wall seconds and peak RSS in MB (fails loudly on error)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(args[:3])} failed:\n{stderr[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
 
 
 def prepare_model(lake: str, work: Path) -> None:
@@ -98,10 +86,10 @@ def main() -> None:
         source = work / f"unlabeled-{date}.parquet"
         write_corpus(CorpusSpec(rows=args.docs, labeled=False, seed=1000 + i, dirty_fraction=0.01,
                                 id_prefix=f"s{i}-"), source)
-        ingest_s, ingest_mb = run_measured([textclf, "ingest", "-q", "--lake", lake, "--kind", "unlabeled",
+        ingest_s, ingest_mb, _ = run_measured([textclf, "ingest", "-q", "--lake", lake, "--kind", "unlabeled",
                                             "--date", date, str(source)])
         source.unlink()
-        score_s, score_mb = run_measured([textclf, "score", "-q", "--lake", lake, "--date", date])
+        score_s, score_mb, _ = run_measured([textclf, "score", "-q", "--lake", lake, "--date", date])
         counts = check_partition(lake, date)
         peaks.append(score_mb)
         print(f"{date:>10} {counts['rows']:>10,} {ingest_s:>9.1f} {ingest_mb:>10,.0f} {score_s:>8.1f} "
