@@ -525,6 +525,8 @@ def ingest(
         # One lock over both commits: two runs for one date cannot leave one's quarantine beside the
         # other's dataset (the second to arrive finds its staging gone and stops, changing nothing).
         with lake.lock(f"{dataset_key(config.kind, config.date)}.ingest"):
+            for writer in (qwriter, dwriter):  # both commits, or neither
+                writer.require_staged()
             qwriter.commit({**common, "rows": quarantined})
             manifest = dwriter.commit(
                 {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
