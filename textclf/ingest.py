@@ -522,8 +522,8 @@ def ingest(
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
-        # One lock over both commits: two runs for one date cannot leave one's quarantine beside the
-        # other's dataset (the second to arrive finds its staging gone and stops, changing nothing).
+        # One lock over both commits: two runs for one date commit their pairs one after the other (the
+        # last wins), never one's quarantine beside the other's dataset.
         with lake.lock(f"{dataset_key(config.kind, config.date)}.ingest"):
             for writer in (qwriter, dwriter):  # both commits, or neither
                 writer.require_staged()
