@@ -27,24 +27,23 @@ sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os
 """
 
 
-def run_measured(args: list[str], *, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, str]:
-    """Run ``args`` (the first one a path) to completion: wall seconds, peak RSS in MB, stderr.
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """Run ``args`` (the first one a path) to completion: wall seconds and peak RSS in MB.
 
     Exits the calling script with the command's stderr if the command fails.
     """
     read_fd, write_fd = os.pipe()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-S", "-c", SHIM, str(write_fd), *args], stdout=stdout,
+    proc = subprocess.Popen([sys.executable, "-S", "-c", SHIM, str(write_fd), *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, pass_fds=(write_fd,))
     os.close(write_fd)
     _, stderr = proc.communicate()
     seconds = time.perf_counter() - started
     with os.fdopen(read_fd, "rb") as fh:
         reported = fh.read()
-    text = stderr.decode(errors="replace")
     if proc.returncode != 0 or not reported:
-        sys.exit(f"{' '.join(args[:3])} failed (exit {proc.returncode}):\n{text[-2000:]}")
-    return seconds, int(reported) / 1024, text
+        sys.exit(f"{' '.join(args[:3])} failed (exit {proc.returncode}):\n{stderr.decode(errors='replace')[-2000:]}")
+    return seconds, int(reported) / 1024
 
 
 def own_peak_rss_mb() -> float:

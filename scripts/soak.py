@@ -86,10 +86,10 @@ def main() -> None:
         source = work / f"unlabeled-{date}.parquet"
         write_corpus(CorpusSpec(rows=args.docs, labeled=False, seed=1000 + i, dirty_fraction=0.01,
                                 id_prefix=f"s{i}-"), source)
-        ingest_s, ingest_mb, _ = run_measured([textclf, "ingest", "-q", "--lake", lake, "--kind", "unlabeled",
+        ingest_s, ingest_mb = run_measured([textclf, "ingest", "-q", "--lake", lake, "--kind", "unlabeled",
                                             "--date", date, str(source)])
         source.unlink()
-        score_s, score_mb, _ = run_measured([textclf, "score", "-q", "--lake", lake, "--date", date])
+        score_s, score_mb = run_measured([textclf, "score", "-q", "--lake", lake, "--date", date])
         counts = check_partition(lake, date)
         peaks.append(score_mb)
         print(f"{date:>10} {counts['rows']:>10,} {ingest_s:>9.1f} {ingest_mb:>10,.0f} {score_s:>8.1f} "

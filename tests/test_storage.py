@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pyarrow as pa
 import pytest
 
 from textclf.errors import ChecksumMismatchError, PartitionNotFoundError, StorageError, UnsafeKeyError
-from textclf.storage import MANIFEST, STAGING_ABANDONED_S, STAGING_PREFIX, WRITER, Lake, safe_key
+from textclf.storage import MANIFEST, STAGING_ABANDONED_S, STAGING_PREFIX, WRITER, Lake, _holder, safe_key
 
 SCHEMA = pa.schema([("doc_id", pa.string()), ("n", pa.int64())])
 
@@ -125,6 +126,10 @@ def test_a_commit_removes_the_staging_folders_of_abandoned_runs(lake_uri: str) -
     lake.write_object(f"{key}/{STAGING_PREFIX}{old}-0123456789ab/{WRITER}", json.dumps(dead).encode())
     alive = f"{STAGING_PREFIX}{int(time.time())}-0123456789ab"  # another host's run, started just now
     lake.write_object(f"{key}/{alive}/{WRITER}", json.dumps(dead).encode())
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # a process of this host that has ended: its staging folder is abandoned at once
+    lake.write_object(f"{key}/{STAGING_PREFIX}{int(time.time())}-fedcba987654/{WRITER}",
+                      json.dumps({**_holder(), "pid": exited.pid}).encode())
     write_partition(lake, key, "new")
     assert staging_folders(lake, key) == [alive]
 

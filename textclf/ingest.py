@@ -57,13 +57,12 @@ def quarantine_key(kind: str, date: str) -> str:
     return f"quarantine/{kind}/ingest_date={date}"
 
 
-def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any] | None = None) -> list[str]:
+def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any]) -> list[str]:
     """What does not add up between a dataset partition and its quarantine; empty when all is well.
 
-    Checks ``rows + quarantined_rows + duplicates_removed == input_rows`` in the dataset manifest, and
+    Checks ``rows + quarantined_rows + duplicates_removed == input_rows`` in the dataset ``manifest``, and
     that the quarantine partition is the one written by the same ingest run with that many rows.
     """
-    manifest = manifest or lake.require_manifest(dataset_key(kind, date))
     found = []
     counts = [manifest.get(k) for k in ("rows", "quarantined_rows", "duplicates_removed", "input_rows")]
     if any(not isinstance(c, int) for c in counts):
@@ -517,8 +516,7 @@ def ingest(
                 f"{duplicates_removed} duplicates != {total_input} input rows); nothing was written"
             )
         common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": uuid.uuid4().hex,
-                  "input_rows": total_input,
-                  "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
+                  "input_rows": total_input, "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]

@@ -155,8 +155,9 @@ def _holder() -> dict[str, Any]:
             "acquired_at": time.time()}
 
 
-def _lock_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
-    """A lock is stale when its holder is a dead process on this host, or when it is older than ``stale_after``."""
+def _holder_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
+    """Whether a lock's or staging folder's holder (``_holder()``) is a dead process on this host, or older
+    than ``stale_after`` seconds."""
     try:
         if time.time() - float(holder.get("acquired_at", 0)) > stale_after:
             return True
@@ -435,7 +436,7 @@ class PartitionWriter:
             holder = json.loads(self.lake.read_bytes(f"{self.key}/{staging_name}/{WRITER}"))
         except (StorageError, ValueError):
             return age > 60
-        return not isinstance(holder, dict) or _lock_is_stale(holder, STAGING_ABANDONED_S)
+        return not isinstance(holder, dict) or _holder_is_stale(holder, STAGING_ABANDONED_S)
 
     def abort(self) -> None:
         """Remove the staging area; the previous partition stays as it was."""
@@ -636,7 +637,7 @@ class Lake:
             if held is None:
                 continue  # released meanwhile
             holder, held_tag = held
-            if _lock_is_stale(holder, stale_after):
+            if _holder_is_stale(holder, stale_after):
                 log.warning("taking over the stale lock %s of pid %s on %s", self.uri_of(key), holder.get("pid"),
                             holder.get("host"))
                 self._lock_remove(key, held_tag)
