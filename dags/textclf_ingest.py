@@ -20,7 +20,8 @@ def find_landed(kind: str) -> dict:
     """New files of one kind in the landing prefix; skips the kind's branch when there are none."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from textclf.landing import find_landed, landing_key
+    from textclf.ingest.landing import find_landed
+    from textclf.lake.layout import landing_key
 
     context = get_current_context()
     lake = open_lake()
@@ -35,7 +36,7 @@ def find_landed(kind: str) -> dict:
 def ingest(landed: dict) -> dict:
     """Ingest the landed files into ``datasets/{kind}/ingest_date=D`` (replacing it whole)."""
     from textclf.config import IngestConfig
-    from textclf.ingest import ingest
+    from textclf.ingest.stage import ingest
 
     result = ingest(open_lake(), landed["files"], IngestConfig(kind=landed["kind"], date=landed["date"]))
     return {**landed, **result.summary()}
@@ -44,7 +45,7 @@ def ingest(landed: dict) -> dict:
 @task
 def validate(ingested: dict) -> dict:
     """Run the expectation suites on the partition; announce it when the critical suite passes."""
-    from textclf.validation import validate
+    from textclf.validate.stage import validate
 
     report = validate(open_lake(), ingested["kind"], ingested["date"])
     summary = report.summary()

@@ -16,7 +16,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from textclf_airflow import CHAMPION_MODEL, DEFAULT_ARGS, GPU_POOL, GPU_QUEUE, LABELED_DATA, announce, open_lake
 
-from textclf.models import DEFAULT_ARCHITECTURE, architectures
+from textclf.model.architectures import DEFAULT_ARCHITECTURE, architectures
 
 SETTING_PATTERN = r"^[a-z_]+=\S.*$"
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def train() -> dict:
     """Train the chosen architecture, evaluate it and register it as a new model version."""
     from textclf.config import TrainConfig
-    from textclf.training import train
+    from textclf.model.train import train
 
     params = get_current_context()["params"]
     config = TrainConfig().with_overrides(params["settings"], model=params["model"], epochs=params["epochs"],
@@ -39,7 +39,7 @@ def train() -> dict:
 def promote(trained: dict) -> dict:
     """Apply the promotion gate; a refusal is an outcome, not an error."""
     from textclf.config import PromotionPolicy
-    from textclf.promotion import promote
+    from textclf.promote.stage import promote
 
     params = get_current_context()["params"]
     policy = PromotionPolicy(tolerance=params["tolerance"], min_accuracy=params["min_accuracy"])
@@ -56,7 +56,7 @@ def publish_champion(decision: dict) -> str:
     """Announce the new champion; skipped when the gate kept the current one."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from textclf.registry import version_key
+    from textclf.lake.layout import version_key
 
     if not decision["promoted"]:
         raise AirflowSkipException(f"{decision['model_version']} not promoted: {'; '.join(decision['reasons'])}")

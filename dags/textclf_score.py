@@ -26,8 +26,8 @@ START_DATE = pendulum.parse(os.environ.get("TEXTCLF_SCORE_START_DATE", "2026-11-
 @task.sensor(poke_interval=POKE_SECONDS, timeout=WAIT_SECONDS, mode="reschedule")
 def wait_for_inputs() -> PokeReturnValue:
     """Ready when the model to score with and the day's unlabeled partition both exist."""
-    from textclf.registry import champion_version
-    from textclf.scoring import missing_inputs
+    from textclf.model.registry import champion_version
+    from textclf.score.stage import missing_inputs
 
     context = get_current_context()
     params = context["params"]
@@ -52,7 +52,7 @@ def plan_shards(inputs: dict) -> list[dict]:
 @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
 def score_shard(spec: dict) -> dict:
     """Score one shard into its hidden shard partition."""
-    from textclf.scoring import ScoreConfig, score_shard
+    from textclf.score.stage import ScoreConfig, score_shard
 
     config = ScoreConfig(date=spec["date"], model_version=spec["model_version"], num_shards=spec["num_shards"])
     manifest = score_shard(open_lake(), config, spec["shard"])
@@ -62,7 +62,8 @@ def score_shard(spec: dict) -> dict:
 @task(outlets=[PREDICTIONS])
 def commit(inputs: dict, shards: list[dict]) -> dict:
     """Publish all shards as the day's predictions partition, manifest last."""
-    from textclf.scoring import commit_predictions, predictions_key
+    from textclf.lake.layout import predictions_key
+    from textclf.score.stage import commit_predictions
 
     lake = open_lake()
     manifest = commit_predictions(lake, inputs["date"], len(shards))
@@ -76,7 +77,7 @@ def commit(inputs: dict, shards: list[dict]) -> dict:
 @task
 def report(inputs: dict) -> dict:
     """Write the scoring report (drift, class mix, confidence) next to the predictions."""
-    from textclf.scoring import report
+    from textclf.score.stage import report
 
     lake = open_lake()
     content = report(lake.uri, inputs["date"], lake=lake)

@@ -63,8 +63,8 @@ def dag_state(log: Path) -> str:
 
 
 def demo(home: Path, day: str) -> dict[str, object]:
-    from textclf.demo import DemoConfig, land_demo_corpus
-    from textclf.storage import Lake
+    from textclf.demo.stage import DemoConfig, land_demo_corpus
+    from textclf.lake import Lake
 
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"

@@ -22,7 +22,7 @@ from peak_rss import own_peak_rss_mb
 
 
 def generate(path: Path, size_bytes: int, dirty_fraction: float) -> None:
-    from textclf.corpus import CorpusSpec, write_corpus_to_size
+    from textclf.demo.corpus import CorpusSpec, write_corpus_to_size
 
     if path.exists() and abs(path.stat().st_size - size_bytes) < 0.05 * size_bytes:
         print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)", file=sys.stderr)
@@ -57,7 +57,7 @@ def run_baseline(src: Path, out: Path) -> dict:
 
 def run_ingest(src: Path, lake: Path) -> dict:
     from textclf.config import IngestConfig
-    from textclf.ingest import ingest
+    from textclf.ingest.stage import ingest
 
     result = ingest(str(lake), [str(src)], IngestConfig(kind="labeled", date="2026-01-01"))
     m = result.manifest

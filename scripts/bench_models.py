@@ -24,9 +24,11 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from textclf.config import TrainConfig  # noqa: E402
 from textclf.errors import ModelError  # noqa: E402
-from textclf.models import DEFAULT_ARCHITECTURE, architectures  # noqa: E402
-from textclf.normalize import normalize_text  # noqa: E402
-from textclf.training import LabeledData, Splits, assign_splits, fit, predict_texts  # noqa: E402
+from textclf.ingest.normalize import normalize_text  # noqa: E402
+from textclf.model.architectures import DEFAULT_ARCHITECTURE, architectures  # noqa: E402
+from textclf.model.data import LabeledData, Splits, assign_splits  # noqa: E402
+from textclf.model.predict import predict_texts  # noqa: E402
+from textclf.model.train import fit  # noqa: E402
 
 DATASETS = ("imdb_reviews", "stackoverflow_16k", "ag_news_7600")
 TARGETS = {"imdb_reviews": 0.915, "stackoverflow_16k": 0.900, "ag_news_7600": 0.890}

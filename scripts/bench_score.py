@@ -2,7 +2,7 @@
 
 Generates N short unlabeled documents of the demo corpus, ingests them, and measures in
 separate processes (each reports its own peak RSS):
-- pipeline: ``textclf.scoring.score`` (read Parquet, score, write, manifest, report);
+- pipeline: ``textclf.score.stage.score`` (read Parquet, score, write, manifest, report);
 - bare: the same model's ``predict`` on the same texts already in memory, same batch size;
 - seed-style (seed 003): Python tokenizer, padding to 50 tokens, ``predict`` on int arrays, with
   the ``lstm`` architecture, next to the pipeline scoring with that same model.
@@ -39,12 +39,12 @@ def date_for(n: int) -> str:
 def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
     """Train the default and the seed LSTM once; land and ingest N unlabeled documents per size."""
     from textclf.config import IngestConfig, TrainConfig
-    from textclf.corpus import CorpusSpec, write_corpus
-    from textclf.ingest import ingest
-    from textclf.promotion import promote
-    from textclf.registry import list_versions
-    from textclf.storage import Lake
-    from textclf.training import train
+    from textclf.demo.corpus import CorpusSpec, write_corpus
+    from textclf.ingest.stage import ingest
+    from textclf.lake import Lake
+    from textclf.model.registry import list_versions
+    from textclf.model.train import train
+    from textclf.promote.stage import promote
 
     store = Lake(str(lake))
     versions = {v.split("-")[1]: v for v in list_versions(store) if v.count("-") >= 2}
@@ -66,7 +66,7 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
 
 
 def read_texts(lake: str, date: str) -> list[str]:
-    from textclf.storage import Lake
+    from textclf.lake import Lake
 
     return Lake(lake).read_table(f"datasets/unlabeled/ingest_date={date}", columns=["text"]).column("text").to_pylist()
 
@@ -76,9 +76,9 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
     import numpy as np
     import tensorflow as tf
 
-    from textclf.registry import load_model
-    from textclf.scoring import ScoreConfig, report, score
-    from textclf.storage import Lake
+    from textclf.lake import Lake
+    from textclf.model.registry import load_model
+    from textclf.score.stage import ScoreConfig, report, score
 
     if mode == "pipeline":
         # The report is its own step (`textclf report`); it is timed apart, not in documents per second.

@@ -26,12 +26,12 @@ FIRST_DATE = dt.date(2031, 1, 1)
 def prepare_model(lake: str, work: Path) -> None:
     """One promoted default model, trained once per soak lake."""
     from textclf.config import IngestConfig, TrainConfig
-    from textclf.corpus import CorpusSpec, write_corpus
-    from textclf.ingest import ingest
-    from textclf.promotion import promote
-    from textclf.registry import read_champion
-    from textclf.storage import Lake
-    from textclf.training import train
+    from textclf.demo.corpus import CorpusSpec, write_corpus
+    from textclf.ingest.stage import ingest
+    from textclf.lake import Lake
+    from textclf.model.registry import read_champion
+    from textclf.model.train import train
+    from textclf.promote.stage import promote
 
     if read_champion(Lake(lake)).get("champion"):
         return
@@ -45,13 +45,13 @@ def check_partition(lake: str, date: str) -> dict[str, int]:
     """What a consumer would check on one date's predictions."""
     import pyarrow.compute as pc
 
-    from textclf.scoring import predictions_key, unlabeled_key
-    from textclf.storage import Lake
+    from textclf.lake import Lake
+    from textclf.lake.layout import dataset_key, predictions_key
 
     store = Lake(lake)
     manifest = store.verify(predictions_key(date))
     ids = store.read_table(predictions_key(date), columns=["doc_id"]).column("doc_id")
-    source = store.require_manifest(unlabeled_key(date))
+    source = store.require_manifest(dataset_key("unlabeled", date))
     problems = []
     if manifest["rows"] + manifest["quarantined_rows"] != manifest["input_rows"]:
         problems.append("rows + quarantined_rows != input_rows")
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("bench-data/soak"))
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from textclf.corpus import CorpusSpec, write_corpus
+    from textclf.demo.corpus import CorpusSpec, write_corpus
 
     work = args.dir.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,9 @@ import pytest
 
 from textclf.config import IngestConfig
 from textclf.errors import InputFileError
-from textclf.ingest import dataset_key, ingest, quarantine_key
-from textclf.storage import Lake
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
+from textclf.lake.layout import dataset_key, quarantine_key
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"

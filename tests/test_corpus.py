@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo corpus generator (textclf.corpus)."""
+"""Tests of the synthetic demo corpus generator (textclf.demo.corpus)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
 
-from textclf.corpus import (
-    CLASSES,
-    CorpusSpec,
-    CorpusStats,
-    generate_rows,
-    write_corpus,
-    write_corpus_to_size,
-)
+from textclf.demo.corpus import CLASSES, CorpusSpec, CorpusStats, generate_rows, write_corpus, write_corpus_to_size
 from textclf.errors import UsageError
 
 ALL_KINDS = {
@@ -78,7 +71,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
 
 def test_determinism_holds_across_processes(tmp_path: Path) -> None:
     code = (
-        "import sys; from textclf.corpus import CorpusSpec, write_corpus; "
+        "import sys; from textclf.demo.corpus import CorpusSpec, write_corpus; "
         "write_corpus(CorpusSpec(rows=2000, seed=3, dirty_fraction=0.05), sys.argv[1]); "
         "write_corpus(CorpusSpec(rows=100), sys.argv[1] + '.parquet'); "
         "assert 'pandas' not in sys.modules, 'corpus must not import pandas'"

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.test_scoring import check_contract
-from textclf.corpus import CorpusSpec, write_corpus
-from textclf.storage import Lake
+from textclf.demo.corpus import CorpusSpec, write_corpus
+from textclf.lake import Lake
 
 LOGICAL = "2026-11-03"  # a daily data interval starting on DATE (after the score DAG's start date)
 DATE = "2026-11-02"
@@ -96,7 +96,7 @@ def pipeline(request: pytest.FixtureRequest, airflow_db: str, tmp_path_factory: 
             mp.setenv("AIRFLOW_CONN_TEXTCLF_S3", json.dumps({
                 "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
                 "extra": {"endpoint_url": server.endpoint, "region_name": "us-east-1"}}))
-            from textclf.storage import S3Options
+            from textclf.lake import S3Options
 
             lake = Lake(uri, s3=S3Options(server.endpoint, ACCESS_KEY, SECRET_KEY))
         mp.setenv("AIRFLOW_VAR_TEXTCLF_LAKE", uri)
@@ -209,7 +209,7 @@ def test_scoring_without_a_champion_fails_clearly(airflow_db: str, tmp_path: Pat
 
 
 def test_missing_inputs_says_what_is_missing(tmp_path: Path) -> None:
-    from textclf.scoring import missing_inputs
+    from textclf.score.stage import missing_inputs
 
     lake = Lake(str(tmp_path / "lake"))
     missing = missing_inputs(lake, DATE)
@@ -305,7 +305,7 @@ def test_the_retrain_form_refuses_bad_values(dags: dict[str, Any], name: str, va
 
 
 def test_the_retrain_form_accepts_every_architecture(dags: dict[str, Any]) -> None:
-    from textclf.models import architectures
+    from textclf.model.architectures import architectures
 
     param = dags["textclf_retrain"].params.get_param("model")
     assert [param.resolve(name) for name in architectures()] == list(architectures())

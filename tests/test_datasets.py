@@ -11,9 +11,9 @@ import pytest
 
 from tests.conftest import SHARED_DATASETS
 from textclf.config import IngestConfig
-from textclf.ingest import ingest
-from textclf.storage import Lake
-from textclf.validation import validate
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
+from textclf.validate.stage import validate
 
 DATE = "2026-11-21"
 DATASETS = {
@@ -64,7 +64,7 @@ def test_real_dataset_from_s3_into_s3(s3_lake: str) -> None:
 def test_default_model_on_a_real_dataset_beats_the_linear_baseline(tmp_path: Path) -> None:
     """ag_news through ingest, train and the report; the accuracy bar is the TF-IDF + SVM reference (88.4%)."""
     from textclf.config import TrainConfig
-    from textclf.training import train
+    from textclf.model.train import train
 
     lake = Lake(str(tmp_path / "lake"))
     ingest(lake, [str(dataset_file("ag_news_7600"))], IngestConfig(kind="labeled", date=DATE))

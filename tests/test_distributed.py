@@ -20,7 +20,7 @@ from tests.airflow_cluster import DEFAULT_WORKER, GPU_WORKER, REPO_ROOT, S3Targe
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 if TYPE_CHECKING:
-    from textclf.storage import Lake
+    from textclf.lake import Lake
 
 pytestmark = [pytest.mark.distributed, pytest.mark.s3]
 
@@ -38,8 +38,8 @@ CONNECTION_ONLY = True
 
 def land_files(lake_uri: str, s3: S3Target, workdir: Path) -> Lake:
     """Generate a labeled and an unlabeled corpus and upload them to LAKE/landing/{labeled,unlabeled}/."""
-    from textclf.corpus import CorpusSpec, write_corpus
-    from textclf.storage import Lake, S3Options
+    from textclf.demo.corpus import CorpusSpec, write_corpus
+    from textclf.lake import Lake, S3Options
 
     lake = Lake(lake_uri, S3Options(endpoint_url=s3.endpoint, access_key=s3.access_key,
                                     secret_key=s3.secret_key, region=s3.region))

@@ -9,24 +9,23 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
-from textclf.evaluation import (
+from textclf.common import UNKNOWN_ROW
+from textclf.evaluate.explain import explain_predictions
+from textclf.evaluate.label_errors import suspected_label_errors
+from textclf.evaluate.maps import (
     METADATA_HEADER,
     PROJECTOR_CONFIG,
     PROJECTOR_METADATA,
     PROJECTOR_TENSORS,
-    SECTION_IDS,
-    UNKNOWN_ROW,
-    EvaluationInput,
-    build_evaluation,
-    compute_metrics,
-    explain_predictions,
-    label_indices,
     probability_correlation,
     probability_map,
     projector_files,
-    render_report,
-    suspected_label_errors,
 )
+from textclf.evaluate.metrics import compute_metrics
+from textclf.evaluate.predictions import EvaluationInput
+from textclf.evaluate.report import SECTION_IDS, render_report
+from textclf.evaluate.stage import build_evaluation
+from textclf.model.data import label_indices
 
 CLASSES = ("sports", "politics", "tech")
 KEYWORDS = {

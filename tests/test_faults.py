@@ -27,14 +27,15 @@ import pytest
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, _free_ports, weed_binary
 from tests.test_scoring import check_contract
 from textclf.config import IngestConfig, TrainConfig
-from textclf.corpus import CorpusSpec, write_corpus
+from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import StorageError
-from textclf.ingest import dataset_key, ingest, quarantine_key
-from textclf.promotion import promote
-from textclf.registry import CHAMPION, list_versions
-from textclf.scoring import ScoreConfig, predictions_key, score, score_shard, shard_key
-from textclf.storage import Lake, S3Options
-from textclf.training import train
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake, S3Options
+from textclf.lake.layout import CHAMPION, dataset_key, predictions_key, quarantine_key, shard_key
+from textclf.model.registry import list_versions
+from textclf.model.train import train
+from textclf.promote.stage import promote
+from textclf.score.stage import ScoreConfig, score, score_shard
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 D = "2026-05-01"  # 30,000 documents, scored once by the fixture: the "old complete partition"
@@ -46,7 +47,7 @@ BIG_ROWS = 150_000  # the ingest that loses its S3 server mid-upload
 # A child runs the real command line after one patch that places a fault exactly.
 CHILD = """
 import os, signal, sys, time
-from textclf.storage import Lake
+from textclf.lake import Lake
 {patch}
 from textclf.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -78,7 +79,7 @@ def copy(self, src, dst):
 Lake.copy = copy
 """
 KILL_AT_COMMIT = """
-from textclf.storage import PartitionWriter
+from textclf.lake.partition import PartitionWriter
 _commit = PartitionWriter.commit
 def commit(self, fields=None):
     if self.key == os.environ["FAULT_KEY"]:
@@ -653,7 +654,7 @@ def test_lake_lock_is_exclusive_and_stale_locks_are_taken_over(where: str, tmp_p
         pass
 
     # A process killed while holding the lock: the next one takes it over at once (dead pid on this host).
-    holder = ("import os, signal; from textclf.storage import Lake\n"
+    holder = ("import os, signal; from textclf.lake import Lake\n"
               f"held = Lake({uri!r}).lock({name!r}); held.__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
     dead = subprocess.run([sys.executable, "-c", holder], capture_output=True, text=True, timeout=120)
     assert dead.returncode == -signal.SIGKILL, dead.stderr

@@ -13,8 +13,10 @@ import pytest
 from tests.conftest import write_csv
 from textclf.config import IngestConfig
 from textclf.errors import InputFileError
-from textclf.ingest import dataset_key, duplicate_id_positions, ingest, quarantine_key, resolve_duplicates
-from textclf.storage import Lake
+from textclf.ingest.dedup import duplicate_id_positions, resolve_duplicates
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
+from textclf.lake.layout import dataset_key, quarantine_key
 
 DATE = "2026-11-21"
 

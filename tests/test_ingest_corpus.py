@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from textclf.config import IngestConfig
-from textclf.corpus import CorpusSpec, generate_rows, write_corpus
-from textclf.ingest import ingest
-from textclf.normalize import normalize_one
-from textclf.storage import Lake
+from textclf.demo.corpus import CorpusSpec, generate_rows, write_corpus
+from textclf.ingest.normalize import normalize_one
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
 
 # injected kind -> quarantine reason it must produce
 QUARANTINED = {

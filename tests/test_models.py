@@ -10,18 +10,10 @@ import pytest
 
 from textclf.config import TrainConfig
 from textclf.errors import ModelError, UsageError
-from textclf.models import architectures, resolve_params
-from textclf.training import (
-    LabeledData,
-    Splits,
-    assign_splits,
-    collapse_reason,
-    fit,
-    make_splits,
-    predict_texts,
-    save_model,
-    split_fingerprint,
-)
+from textclf.model.architectures import architectures, resolve_params
+from textclf.model.data import LabeledData, Splits, assign_splits, make_splits, split_fingerprint
+from textclf.model.predict import predict_texts
+from textclf.model.train import collapse_reason, fit, save_model
 
 WORDS = {
     "sports": "match goal team coach league score season player stadium referee",

@@ -7,7 +7,7 @@ import unicodedata
 import pyarrow as pa
 import pytest
 
-from textclf.normalize import decode_array, normalize_one, normalize_text, repair_bytes, text_doc_id
+from textclf.ingest.normalize import decode_array, normalize_one, normalize_text, repair_bytes, text_doc_id
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from textclf.config import IngestConfig, PromotionPolicy, TrainConfig
-from textclf.corpus import CorpusSpec, write_corpus
+from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import ModelError, ModelIntegrityError
-from textclf.ingest import ingest
-from textclf.promotion import decide, promote
-from textclf.registry import MODEL_FILE, load_model, read_champion, read_version, version_key
-from textclf.storage import Lake
-from textclf.training import evaluate, train
+from textclf.evaluate.stage import evaluate
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
+from textclf.lake.layout import MODEL_FILE, version_key
+from textclf.model.registry import load_model, read_champion, read_version
+from textclf.model.train import train
+from textclf.promote.gate import decide
+from textclf.promote.stage import promote
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 REPORT_SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
@@ -72,7 +75,7 @@ def test_version_holds_model_evaluation_and_lineage(base_lake: tuple[Path, str])
 
 
 def test_versions_are_immutable(base_lake: tuple[Path, str], tmp_path: Path) -> None:
-    from textclf.registry import write_version
+    from textclf.model.registry import write_version
 
     root, version = base_lake
     with pytest.raises(ModelError, match="immutable"):
@@ -115,7 +118,9 @@ def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, st
     recorded = Lake(uri).read_json(f"models/{first}/metrics.json")
     assert record["test_split"]["rows"] > recorded["test_split"]["rows"]
     # The champion's numbers in the decision are its scores on the current, larger split, not its old ones.
-    from textclf.training import load_labeled, make_splits, metrics_on, predict_texts
+    from textclf.evaluate.metrics import metrics_on
+    from textclf.model.data import load_labeled, make_splits
+    from textclf.model.predict import predict_texts
 
     test = make_splits(load_labeled(Lake(uri)), FAST).test
     champion = load_model(Lake(uri), first)

@@ -12,12 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from textclf.config import IngestConfig, TrainConfig
-from textclf.corpus import CorpusSpec, write_corpus
-from textclf.ingest import ingest
-from textclf.promotion import promote
-from textclf.scoring import ScoreConfig, prediction_schema, predictions_key, score, unlabeled_key
-from textclf.storage import Lake
-from textclf.training import train
+from textclf.demo.corpus import CorpusSpec, write_corpus
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake
+from textclf.lake.layout import dataset_key, predictions_key
+from textclf.model.train import train
+from textclf.promote.stage import promote
+from textclf.score.predictions import prediction_schema
+from textclf.score.stage import ScoreConfig, score
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 DATE = "2026-05-01"
@@ -67,10 +69,10 @@ def check_contract(lake: Lake, date: str) -> tuple[dict, list[dict]]:
         assert table.num_rows == entry["rows"]
         rows += table.to_pylist()
     assert len(rows) == manifest["rows"]
-    source = lake.read_table(unlabeled_key(date), columns=["doc_id"]).column("doc_id").to_pylist()
+    source = lake.read_table(dataset_key("unlabeled", date), columns=["doc_id"]).column("doc_id").to_pylist()
     ids = [r["doc_id"] for r in rows]
     assert len(set(ids)) == len(ids) and set(ids) == set(source)  # one row per eligible document
-    ingest_manifest = lake.require_manifest(unlabeled_key(date))
+    ingest_manifest = lake.require_manifest(dataset_key("unlabeled", date))
     assert manifest["quarantined_rows"] == ingest_manifest["quarantined_rows"]
     for r in rows[:200]:
         assert r["predicted_label"] == r["top_labels"][0] and r["confidence"] == r["top_probs"][0]
@@ -131,7 +133,7 @@ def test_crash_before_the_manifest_leaves_nothing_visible(lake: Lake, monkeypatc
 
 def test_a_commit_that_dies_halfway_can_be_run_again(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     from textclf.errors import StorageError
-    from textclf.scoring import commit_predictions, score_shard
+    from textclf.score.stage import commit_predictions, score_shard
 
     score(lake.uri, ScoreConfig(date=DATE))
     before = lake.require_manifest(predictions_key(DATE))
@@ -159,7 +161,7 @@ def test_a_commit_that_dies_halfway_can_be_run_again(lake: Lake, monkeypatch: py
 
 def test_shard_commit_refuses_missing_shards(lake: Lake) -> None:
     from textclf.errors import StorageError
-    from textclf.scoring import commit_predictions, score_shard
+    from textclf.score.stage import commit_predictions, score_shard
 
     score_shard(lake, ScoreConfig(date=DATE, num_shards=2), 0)
     with pytest.raises(StorageError, match="shard 1 of 2"):

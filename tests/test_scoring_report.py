@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from textclf.scoring_report import (
-    SECTION_IDS,
-    DriftThresholds,
-    ScoringReportInput,
-    build_scoring_report,
-    drift_signals,
-    psi,
-)
+from textclf.score.drift import DriftThresholds, ScoringReportInput, drift_signals, psi
+from textclf.score.report import SECTION_IDS, build_scoring_report
 
 CLASSES = ("sports", "politics", "tech")
 TRAINING_CLASSES = {"sports": 500, "politics": 300, "tech": 200}

@@ -40,12 +40,13 @@ import pytest
 
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from textclf.config import IngestConfig, TrainConfig
-from textclf.corpus import CorpusSpec, write_corpus
+from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import ModelIntegrityError, StorageError, UnsafeKeyError
-from textclf.ingest import ingest
-from textclf.registry import MODEL_FILE, load_model
-from textclf.storage import MANIFEST, Lake, S3Options
-from textclf.training import train
+from textclf.ingest.stage import ingest
+from textclf.lake import Lake, S3Options
+from textclf.lake.layout import MANIFEST, MODEL_FILE
+from textclf.model.registry import load_model
+from textclf.model.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
@@ -439,7 +440,7 @@ def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[
 
 def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chromium: str, tmp_path: Path) -> None:
     from tests.test_evaluation import keyword_model, make_input
-    from textclf.evaluation import build_evaluation
+    from textclf.evaluate.stage import build_evaluation
 
     base = make_input()
     hostile_tech = f"tech{HOSTILE_IMG}"
@@ -463,7 +464,7 @@ def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chrom
 
 def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp_path: Path) -> None:
     from tests.test_scoring_report import steady
-    from textclf.scoring_report import build_scoring_report
+    from textclf.score.report import build_scoring_report
 
     inp = steady(
         classes=("sports", "politics", HOSTILE_SCRIPT),
@@ -487,7 +488,7 @@ def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp
 
 def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path: Path) -> None:
     """Raw markup through render_page stays inert; the same page without its CSP meta tag runs it (control)."""
-    from textclf.evaluation import render_page
+    from textclf.report.html import render_page
 
     markup = render_page("csp probe", {"probe": ("Probe", HOSTILE_SCRIPT + HOSTILE_IMG)}, ["probe"])
     protected, unprotected = tmp_path / "protected.html", tmp_path / "unprotected.html"

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pytest
 
 from textclf.errors import ChecksumMismatchError, PartitionNotFoundError, StorageError, UnsafeKeyError
-from textclf.storage import MANIFEST, STAGING_ABANDONED_S, STAGING_PREFIX, WRITER, Lake, _holder, safe_key
+from textclf.lake import Lake
+from textclf.lake.layout import MANIFEST, STAGING_PREFIX, WRITER, safe_key
+from textclf.lake.store import STAGING_ABANDONED_S, holder_record
 
 SCHEMA = pa.schema([("doc_id", pa.string()), ("n", pa.int64())])
 
@@ -129,7 +131,7 @@ def test_a_commit_removes_the_staging_folders_of_abandoned_runs(lake_uri: str) -
     exited = subprocess.Popen(["true"])
     exited.wait()  # a process of this host that has ended: its staging folder is abandoned at once
     lake.write_object(f"{key}/{STAGING_PREFIX}{int(time.time())}-fedcba987654/{WRITER}",
-                      json.dumps({**_holder(), "pid": exited.pid}).encode())
+                      json.dumps({**holder_record(), "pid": exited.pid}).encode())
     write_partition(lake, key, "new")
     assert staging_folders(lake, key) == [alive]
 

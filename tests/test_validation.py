@@ -15,19 +15,12 @@ import pytest
 from tests.conftest import write_csv
 from textclf.config import IngestConfig, ValidationConfig
 from textclf.errors import PartitionNotFoundError, ValidationFailedError
-from textclf.ingest import dataset_key, dataset_schema, ingest
-from textclf.storage import MANIFEST, Lake
-from textclf.validation import (
-    ValidationReport,
-    check_schema,
-    describe,
-    expectation_specs,
-    profile,
-    render_profile_html,
-    text_stats,
-    validate,
-    validation_key,
-)
+from textclf.ingest.stage import dataset_schema, ingest
+from textclf.lake import Lake
+from textclf.lake.layout import MANIFEST, dataset_key, validation_key
+from textclf.validate.expectations import check_schema, describe, expectation_specs
+from textclf.validate.profile import profile, render_profile_html, text_stats
+from textclf.validate.stage import ValidationReport, validate
 
 WORDS = ["parcel", "refund", "invoice", "late", "broken", "thanks", "order", "account", "password", "card"]
 
@@ -194,7 +187,7 @@ def test_labels_outside_allowed_labels_fail_naming_them(lake: str) -> None:
 
 
 def test_imbalanced_but_valid_set_passes_with_a_logged_warning(lake: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="textclf.validation"):
+    with caplog.at_level(logging.WARNING, logger="textclf.validate.stage"):
         report = validate(lake, "labeled", IMBALANCED)
     assert report.success and report.failures == []
     assert report.warnings == ["class imbalance (largest/smallest max 10): 'billing' has 130, 13.0x the "
@@ -379,7 +372,7 @@ def test_describe_words_failures_for_people() -> None:
 
 
 def test_importing_validation_loads_no_heavy_library() -> None:
-    code = ("import sys, textclf.validation; "
+    code = ("import sys, textclf.validate.stage; "
             "print([m for m in ('great_expectations', 'pandas', 'pyarrow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _architectures_help() -> str:
-    from textclf.models import describe_architectures
+    from textclf.model.architectures import describe_architectures
 
     lines = ["architectures (--model):"]
     lines += [f"  {a['name']:<18} {a['summary']} ({a['origin']})" for a in describe_architectures()]
@@ -117,7 +117,7 @@ def _architectures_help() -> str:
 
 def cmd_ingest(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import IngestConfig, parse_date
-    from textclf.ingest import ingest
+    from textclf.ingest.stage import ingest
 
     config = IngestConfig(
         kind=args.kind, date=parse_date(args.date), id_col=args.id_col or "id", text_col=args.text_col,
@@ -128,7 +128,7 @@ def cmd_ingest(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 def cmd_validate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import ValidationConfig, parse_date
-    from textclf.validation import validate
+    from textclf.validate.stage import validate
 
     config = ValidationConfig(min_examples_per_class=args.min_examples_per_class, max_text_chars=args.max_text_chars)
     return validate(args.lake, args.kind, parse_date(args.date), config, progress).summary()
@@ -136,7 +136,7 @@ def cmd_validate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import parse_date
-    from textclf.demo import DemoConfig, run_demo
+    from textclf.demo.stage import DemoConfig, run_demo
 
     config = DemoConfig(lake=args.lake, date=parse_date(args.date), labeled_rows=args.labeled_rows,
                         unlabeled_rows=args.unlabeled_rows, seed=args.seed)
@@ -170,8 +170,8 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import TrainConfig
-    from textclf.models import get_architecture
-    from textclf.training import train
+    from textclf.model.architectures import get_architecture
+    from textclf.model.train import train
 
     config = TrainConfig().with_overrides(args.settings, model=args.model, epochs=args.epochs, seed=args.seed)
     get_architecture(config.model)  # an unknown name fails before any data is read
@@ -183,14 +183,14 @@ def cmd_train(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.training import evaluate
+    from textclf.evaluate.stage import evaluate
 
     return evaluate(args.lake, args.model_version, progress)
 
 
 def cmd_promote(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import PromotionPolicy
-    from textclf.promotion import promote
+    from textclf.promote.stage import promote
 
     policy = PromotionPolicy(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
     result = promote(args.lake, args.model_version, policy, force=args.force)
@@ -200,8 +200,8 @@ def cmd_promote(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 def cmd_score(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import parse_date
-    from textclf.scoring import ScoreConfig, commit_predictions, report, score, score_shard
-    from textclf.storage import Lake
+    from textclf.lake import Lake
+    from textclf.score.stage import ScoreConfig, commit_predictions, report, score, score_shard
 
     config = ScoreConfig(date=parse_date(args.date), model_version=args.model_version, num_shards=args.shards,
                          batch_rows=args.batch_rows)
@@ -223,7 +223,7 @@ def cmd_score(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     from textclf.config import parse_date
-    from textclf.scoring import report
+    from textclf.score.stage import report
 
     content = report(args.lake, parse_date(args.date))
     return {"report": content["uri"], "warnings": [w["message"] for w in content.get("warnings", [])]}

@@ -29,7 +29,7 @@ from textclf.errors import (
 )
 
 if TYPE_CHECKING:
-    from textclf.storage import Lake
+    from textclf.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def s3_options() -> Any:
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from textclf.storage import S3Options
+    from textclf.lake import S3Options
 
     conn_id = os.environ.get(S3_CONN_ENV, DEFAULT_S3_CONN_ID)
     try:
@@ -105,7 +105,7 @@ def s3_options() -> Any:
 
 def open_lake() -> Lake:
     """The configured lake, with credentials from its Connection."""
-    from textclf.storage import Lake
+    from textclf.lake import Lake
 
     uri = lake_uri()
     return Lake(uri, s3=s3_options() if uri.startswith("s3://") else None)

@@ -12,57 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from textclf.common import utc_now_iso
 from textclf.config import PromotionPolicy, TrainConfig
 from textclf.errors import ModelError
-from textclf.registry import CHAMPION, read_champion, read_version, version_key, write_champion
-from textclf.storage import Lake, utc_now_iso
+from textclf.lake import Lake
+from textclf.lake.layout import CHAMPION, version_key
+from textclf.model.registry import read_champion, read_version, write_champion
+from textclf.promote.gate import decide
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the gate decided and why."""
-
-    promoted: bool
-    forced: bool
-    reasons: tuple[str, ...]
-
-    @property
-    def outcome(self) -> str:
-        if self.forced:
-            return "forced"
-        return "promoted" if self.promoted else "refused"
-
-
-def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: PromotionPolicy,
-           force: bool = False) -> Decision:
-    """The gate as a pure function of the two versions' metrics on the same test split."""
-    reasons = []
-    accuracy, macro_f1 = candidate["accuracy"], candidate["macro_f1"]
-    floor_ok = accuracy >= policy.min_accuracy
-    reasons.append(f"accuracy {accuracy:.4f} {'>=' if floor_ok else '<'} floor {policy.min_accuracy:.4f}")
-    if champion is None:
-        reasons.append("no champion yet")
-        f1_ok = True
-    else:
-        bar = champion["macro_f1"] - policy.tolerance
-        f1_ok = macro_f1 >= bar
-        reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if f1_ok else '<'} champion's {champion['macro_f1']:.4f} "
-                       f"minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
-    passed = floor_ok and f1_ok
-    if force and not passed:
-        reasons.append("promoted anyway: forced by the operator")
-    return Decision(promoted=passed or force, forced=force and not passed, reasons=tuple(reasons))
-
-
 def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any) -> dict[str, Any]:
     """A version's test metrics on the given split: recorded ones when the split matches, else re-scored."""
-    from textclf.registry import load_model
-    from textclf.training import metrics_on, predict_texts
+    from textclf.evaluate.metrics import metrics_on
+    from textclf.model.predict import predict_texts
+    from textclf.model.registry import load_model
 
     recorded = lake.read_json(f"{version_key(version)}/metrics.json")
     if fingerprint is None or recorded.get("test_split", {}).get("fingerprint") == fingerprint:
@@ -73,7 +40,7 @@ def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any) -
 
 
 def _current_test_split(lake: Lake, candidate: str) -> Any:
-    from textclf.training import load_labeled, make_splits
+    from textclf.model.data import load_labeled, make_splits
 
     config = TrainConfig.from_record(lake.read_json(f"{version_key(candidate)}/config.json"))
     return make_splits(load_labeled(lake), config).test
@@ -105,7 +72,7 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
         if champion_recorded.get("test_split", {}).get("fingerprint") == split.get("fingerprint"):
             champion_metrics = champion_recorded
         else:
-            from textclf.training import split_fingerprint
+            from textclf.model.data import split_fingerprint
 
             test = _current_test_split(lake, version)
             fingerprint = split_fingerprint(test.doc_ids.tolist(), test.labels.tolist())
@@ -131,4 +98,4 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
     return {"model_version": version, "promoted": decision.promoted, "decision": decision.outcome,
             "reasons": list(decision.reasons),
             "champion": state["champion"]["version"] if state.get("champion") else None,
-            "champion_uri": lake.uri_of("models/champion.json")}
+            "champion_uri": lake.uri_of(CHAMPION)}

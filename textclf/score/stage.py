@@ -11,62 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
+from textclf.lake import Lake
+from textclf.lake.layout import data_docs_key, dataset_key, predictions_key, report_key, shard_key, shards_key
+from textclf.model.predict import model_vocabulary
 from textclf.progress import NoProgress, Progress
-from textclf.storage import Lake
-from textclf.validation import word_bin_counts
-
-if TYPE_CHECKING:
-    import keras
-    import numpy as np
-    import pyarrow as pa
+from textclf.score.predictions import SCHEMA_VERSION, prediction_batch, prediction_schema
+from textclf.score.signals import OOV_SAMPLE_PER_BATCH, ScoringStats
+from textclf.textstats import oov_counts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+
 SHARD_SALT = "textclf-shard-v1:"
-CONFIDENCE_BINS = 20
-LOW_CONFIDENCE = 0.5
-OOV_SAMPLE_PER_BATCH = 128  # documents per batch whose tokens are checked (Python regex: the costliest signal)
-_TOKEN_RE = re.compile(r"\w+(?:'\w+)*")
-
-
-def predictions_key(date: str) -> str:
-    return f"predictions/run_date={date}"
-
-
-def report_key(date: str) -> str:
-    return f"reports/run_date={date}"
-
-
-def shard_key(date: str, shard: int, num_shards: int) -> str:
-    return f"predictions/_shards/run_date={date}/shard={shard:05d}-of-{num_shards:05d}"
-
-
-def unlabeled_key(date: str) -> str:
-    return f"datasets/unlabeled/ingest_date={date}"
-
-
-def prediction_schema() -> pa.Schema:
-    """Schema version 1 of the predictions, column for column."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("doc_id", pa.string()),
-        ("predicted_label", pa.string()),
-        ("confidence", pa.float32()),
-        ("top_labels", pa.list_(pa.string())),
-        ("top_probs", pa.list_(pa.float32())),
-        ("model_version", pa.string()),
-        ("scored_at", pa.timestamp("us", tz="UTC")),
-    ])
 
 
 def shard_of(doc_id: str, num_shards: int) -> int:
@@ -75,26 +36,6 @@ def shard_of(doc_id: str, num_shards: int) -> int:
         return 0
     digest = hashlib.sha256((SHARD_SALT + doc_id).encode()).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
-
-
-def model_vocabulary(model: keras.Model) -> frozenset[str]:
-    """The single-word entries of the model's word vectorizer (n-grams and special tokens left out)."""
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.TextVectorization) and layer.name == "vectorize":
-            return frozenset(t for t in layer.get_vocabulary() if t and " " not in t and not t.startswith("["))
-    return frozenset()
-
-
-def oov_counts(texts: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, int]:
-    """(word tokens not in the vocabulary, word tokens) over some texts; lower-cased word tokens only."""
-    oov = total = 0
-    for text in texts:
-        tokens = _TOKEN_RE.findall(text.lower())
-        total += len(tokens)
-        oov += sum(1 for t in tokens if t not in vocabulary)
-    return oov, total
 
 
 @dataclass(frozen=True)
@@ -115,100 +56,25 @@ class ScoreConfig:
             raise UsageError(f"num_shards must be at least 1, got {self.num_shards}")
 
 
-@dataclass
-class ScoringStats:
-    """Signals accumulated batch by batch while scoring (bounded size, whatever the row count)."""
-
-    rows: int = 0
-    predicted: Counter = field(default_factory=Counter)
-    confidence_hist: list[int] = field(default_factory=lambda: [0] * CONFIDENCE_BINS)
-    length_bins: Counter = field(default_factory=Counter)
-    oov_tokens: int = 0
-    sampled_tokens: int = 0
-    batches: list[dict[str, Any]] = field(default_factory=list)
-
-    def add_batch(self, labels: Sequence[str], confidence: np.ndarray, words: np.ndarray,
-                  oov: tuple[int, int]) -> None:
-        import numpy as np
-
-        n = len(labels)
-        self.rows += n
-        self.predicted.update(labels)
-        bins = np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1)
-        for i, count in enumerate(np.bincount(bins, minlength=CONFIDENCE_BINS)):
-            self.confidence_hist[i] += int(count)
-        self.length_bins.update(word_bin_counts(words))
-        self.oov_tokens += oov[0]
-        self.sampled_tokens += oov[1]
-        self.batches.append({
-            "batch": len(self.batches), "rows": n,
-            "oov_rate": oov[0] / oov[1] if oov[1] else None,
-            "mean_words": float(words.mean()) if n else None, "max_words": int(words.max()) if n else None,
-            "mean_confidence": float(confidence.mean()) if n else None,
-            "low_confidence_share": float((confidence < LOW_CONFIDENCE).mean()) if n else None,
-        })
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "predicted": dict(self.predicted), "confidence_hist": self.confidence_hist,
-                "length_bins": dict(self.length_bins), "oov_tokens": self.oov_tokens,
-                "sampled_tokens": self.sampled_tokens, "batches": self.batches}
-
-    @classmethod
-    def merge(cls, parts: Iterable[dict[str, Any]]) -> ScoringStats:
-        """Combine the stats of several shards (batches renumbered in shard order)."""
-        total = cls()
-        for part in parts:
-            total.rows += part["rows"]
-            total.predicted.update(part["predicted"])
-            total.confidence_hist = [a + b for a, b in zip(total.confidence_hist, part["confidence_hist"],
-                                                           strict=True)]
-            total.length_bins.update(part["length_bins"])
-            total.oov_tokens += part["oov_tokens"]
-            total.sampled_tokens += part["sampled_tokens"]
-            total.batches += [{**b, "batch": len(total.batches) + i} for i, b in enumerate(part["batches"])]
-        return total
-
-
-def _prediction_batch(doc_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], version: str,
-                      scored_at: Any, top_k: int) -> pa.RecordBatch:
-    """One record batch in schema version 1 from a batch of probabilities."""
-    import numpy as np
-    import pyarrow as pa
-
-    k = min(top_k, len(classes))
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top_probs = np.take_along_axis(probs, top, axis=1).astype(np.float32)
-    class_array = np.array(classes, dtype=object)
-    n = len(doc_ids)
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
-    return pa.RecordBatch.from_arrays([
-        pa.array(doc_ids, pa.string()),
-        pa.array(class_array[top[:, 0]], pa.string()),
-        pa.array(top_probs[:, 0], pa.float32()),
-        pa.ListArray.from_arrays(offsets, pa.array(class_array[top.ravel()], pa.string())),
-        pa.ListArray.from_arrays(offsets, pa.array(top_probs.ravel(), pa.float32())),
-        pa.array([version] * n, pa.string()),
-        pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
-    ], schema=prediction_schema())
-
-
 def _resolve_version(lake: Lake, requested: str | None) -> str:
-    from textclf.registry import champion_version
+    from textclf.model.registry import champion_version
 
     return requested or champion_version(lake)
 
 
 def _require_input(lake: Lake, date: str) -> dict[str, Any]:
-    manifest = lake.read_manifest(unlabeled_key(date))
+    manifest = lake.read_manifest(dataset_key("unlabeled", date))
     if manifest is None:
-        raise PartitionNotFoundError(f"no unlabeled data ingested for {date} at {lake.uri_of(unlabeled_key(date))}: "
+        raise PartitionNotFoundError(f"no unlabeled data ingested for {date} at "
+                                     f"{lake.uri_of(dataset_key('unlabeled', date))}: "
                                      f"run `textclf ingest --kind unlabeled --date {date}` first")
     return manifest
 
 
 def missing_inputs(lake: Lake, date: str, model_version: str | None = None) -> list[str]:
     """What scoring a date still waits for (no champion, no ingested data); empty when it can start."""
-    from textclf.registry import CHAMPION, read_champion, read_version
+    from textclf.lake.layout import CHAMPION
+    from textclf.model.registry import read_champion, read_version
 
     missing = []
     if model_version:
@@ -218,8 +84,8 @@ def missing_inputs(lake: Lake, date: str, model_version: str | None = None) -> l
             missing.append(str(exc))
     elif not read_champion(lake).get("champion"):
         missing.append(f"no champion model yet in {lake.uri_of(CHAMPION)}: train and promote one (textclf_retrain)")
-    if lake.read_manifest(unlabeled_key(date)) is None:
-        missing.append(f"no unlabeled data ingested for {date} at {lake.uri_of(unlabeled_key(date))}: "
+    if lake.read_manifest(dataset_key("unlabeled", date)) is None:
+        missing.append(f"no unlabeled data ingested for {date} at {lake.uri_of(dataset_key('unlabeled', date))}: "
                        "land files and ingest them (textclf_ingest)")
     return missing
 
@@ -232,7 +98,7 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
     import pyarrow.compute as pc
     import tensorflow as tf
 
-    from textclf.registry import load_model
+    from textclf.model.registry import load_model
 
     if not 0 <= shard < config.num_shards:
         raise UsageError(f"shard must be between 0 and {config.num_shards - 1}, got {shard}")
@@ -251,7 +117,7 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
     seen = 0
     with lake.partition(key) as part:
         writer = None
-        for batch in lake.iter_batches(unlabeled_key(config.date), columns=["doc_id", "text"],
+        for batch in lake.iter_batches(dataset_key("unlabeled", config.date), columns=["doc_id", "text"],
                                        batch_size=config.batch_rows):
             seen += batch.num_rows
             doc_ids = batch.column("doc_id").to_pylist()
@@ -264,7 +130,7 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
             if doc_ids:
                 text_list = texts.to_pylist()
                 probs = np.asarray(loaded.model.predict_on_batch(tf.constant(text_list)), dtype=np.float32)
-                record = _prediction_batch(doc_ids, probs, classes, version, scored_at, config.top_k)
+                record = prediction_batch(doc_ids, probs, classes, version, scored_at, config.top_k)
                 if writer is None or writer.rows >= config.rows_per_file:
                     if writer is not None:
                         part.close_parquet(writer)
@@ -292,7 +158,7 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
     published = lake.read_manifest(predictions_key(date))
     if (published and published.get("source_created_at") == source.get("created_at")
             and published.get("num_shards") == num_shards
-            and not lake.list_files(f"predictions/_shards/run_date={date}")):
+            and not lake.list_files(shards_key(date))):
         # Already committed from these shards (a retried commit whose first try got this far).
         log.info("predictions for %s already committed from %d shard(s)", date, num_shards)
         return published
@@ -336,10 +202,11 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
             # Exact duplicates are the same document received twice: they are not eligible, and not quarantined.
             "input_rows": eligible + quarantined, "quarantined_rows": quarantined,
             "duplicates_removed": duplicates, "received_rows": source.get("input_rows"),
-            "num_shards": num_shards, "source": unlabeled_key(date), "source_created_at": source.get("created_at"),
+            "num_shards": num_shards, "source": dataset_key("unlabeled", date),
+            "source_created_at": source.get("created_at"),
             "signals": ScoringStats.merge(m["stats"] for m in shards).as_dict(),
         })
-    lake.delete_tree(f"predictions/_shards/run_date={date}")
+    lake.delete_tree(shards_key(date))
     return published
 
 
@@ -376,9 +243,9 @@ def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]
     """Write the scoring report of a date (JSON + HTML) from its predictions manifest and the model's lineage."""
     import json
 
-    from textclf.registry import version_key
-    from textclf.scoring_report import ScoringReportInput, build_scoring_report
-    from textclf.validation import validation_key
+    from textclf.lake.layout import version_key
+    from textclf.score.drift import ScoringReportInput
+    from textclf.score.report import build_scoring_report
 
     lake = lake or Lake(lake_uri)
     manifest = lake.require_manifest(predictions_key(date))
@@ -386,7 +253,7 @@ def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]
     lineage = lake.read_json(f"{version_key(version)}/lineage.json")
     profile = lineage.get("profile", {})
     signals = manifest["signals"]
-    docs_key = f"{validation_key('unlabeled', date)}/data_docs/index.html"
+    docs_key = data_docs_key("unlabeled", date)
     inp = ScoringReportInput(
         run_date=date, model_version=version, classes=tuple(manifest["classes"]),
         counts={"input_rows": manifest["input_rows"], "rows": manifest["rows"],

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from textclf.config import IngestConfig, ValidationConfig
+from textclf.lake import Lake
+from textclf.lake.layout import landing_key
 from textclf.progress import NoProgress, Progress
-from textclf.storage import Lake
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class DemoConfig:
 
 def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
     """Generate labeled (CSV, gzip) and unlabeled (JSON Lines, zstd) files into ``landing/``."""
-    from textclf.corpus import CorpusSpec, write_corpus
+    from textclf.demo.corpus import CorpusSpec, write_corpus
 
     specs = {
         "labeled": (CorpusSpec(rows=config.labeled_rows, labeled=True, seed=config.seed,
@@ -42,7 +43,7 @@ def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
         for kind, (spec, ext) in specs.items():
             local = Path(tmp) / f"demo-{kind}-{config.date}.{ext}"
             write_corpus(spec, local)
-            landed[kind] = lake.upload(str(local), f"landing/{kind}/{local.name}")
+            landed[kind] = lake.upload(str(local), f"{landing_key(kind)}/{local.name}")
             log.info("landed %d %s rows at %s", spec.rows, kind, landed[kind])
     return landed
 
@@ -50,11 +51,11 @@ def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Land the demo corpus, ingest and validate both kinds for ``config.date``, train, promote, score."""
     from textclf.config import TrainConfig
-    from textclf.ingest import ingest
-    from textclf.promotion import promote
-    from textclf.scoring import ScoreConfig, score
-    from textclf.training import train
-    from textclf.validation import validate
+    from textclf.ingest.stage import ingest
+    from textclf.model.train import train
+    from textclf.promote.stage import promote
+    from textclf.score.stage import ScoreConfig, score
+    from textclf.validate.stage import validate
 
     progress = progress or NoProgress()
     lake = Lake(config.lake)

@@ -1,14 +1,7 @@
-"""All I/O for the lake: a local directory or ``s3://bucket/prefix``.
+"""All I/O for the lake, a local directory or ``s3://bucket/prefix``: objects, listings, uploads and locks.
 
-A *partition* is a folder written as a unit. Its data files are staged in a
-hidden ``_staging-*`` folder, the previous content is retired (manifest first,
-so it becomes invisible before anything else is touched), the staged files are
-moved into place and ``_MANIFEST.json`` is written last. A reader that only
-trusts manifested partitions therefore sees the old complete partition, the new
-complete one, or none, never a mix. Those commit steps run under the partition's
-lake lock (``Lake.lock``), so two writers of one partition never interleave them:
-the last to commit wins. A commit leaves other runs' staging folders alone unless
-they are abandoned (a dead writer on this host, or older than a day).
+Only this package touches the filesystem or S3. Partitions (folders committed as a unit, manifest
+last) are in ``textclf.lake.partition``; the keys of every area are in ``textclf.lake.layout``.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,44 +26,24 @@ from textclf.errors import (
     ChecksumMismatchError,
     PartitionNotFoundError,
     StorageError,
-    UnsafeKeyError,
 )
+from textclf.lake.layout import LOCKS, MANIFEST, safe_key
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    from textclf.lake.partition import PartitionWriter
+
 log = logging.getLogger(__name__)
 
-MANIFEST = "_MANIFEST.json"
-STAGING_PREFIX = "_staging-"
+
 PARQUET_COMPRESSION = "zstd"
-LOCKS = "_locks"  # lock objects, at the lake root (see Lake.lock)
+
 LOCK_STALE_S = 300.0  # a lock older than this is taken over: no commit or promotion holds one for that long
-WRITER = "_writer.json"  # inside a staging folder: who is writing it (host, pid, time)
+
 STAGING_ABANDONED_S = 24 * 3600.0  # a staging folder this old is an abandoned run's, whoever wrote it
-
-
-def utc_now_iso() -> str:
-    """Current UTC time as an ISO-8601 string with a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def safe_key(key: str) -> str:
-    """Normalise a lake key, refusing anything that could escape the lake root."""
-    if not isinstance(key, str) or not key.strip():
-        raise UnsafeKeyError(f"lake key must be a non-empty string, got {key!r}")
-    if "\x00" in key or "\\" in key:
-        raise UnsafeKeyError(f"lake key {key!r} contains a NUL or backslash")
-    if key.startswith("/") or urlparse(key).scheme:
-        raise UnsafeKeyError(f"lake key {key!r} is absolute; keys are relative to the lake root")
-    parts = [p for p in key.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise UnsafeKeyError(f"lake key {key!r} contains '..'; keys may not leave the lake")
-    if not parts:
-        raise UnsafeKeyError(f"lake key {key!r} names the lake root itself")
-    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -130,7 +103,7 @@ def resolve_filesystem(uri: str, s3: S3Options | None = None) -> tuple[pafs.File
     raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r}; use a local path or s3://")
 
 
-def _wrap_os_error(what: str, exc: Exception) -> StorageError:
+def wrap_os_error(what: str, exc: Exception) -> StorageError:
     message = f"{what}: {exc}".splitlines()[0]
     if "No space left on device" in message:
         message += "; free space on that disk and rerun"
@@ -149,14 +122,14 @@ def _pid_namespace() -> int | None:
         return None
 
 
-def _holder() -> dict[str, Any]:
+def holder_record() -> dict[str, Any]:
     """Who this process is, as recorded in lock objects and staging folders."""
     return {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(),
             "acquired_at": time.time()}
 
 
-def _holder_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
-    """Whether a lock's or staging folder's holder (``_holder()``) is a dead process on this host, or older
+def holder_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
+    """Whether a lock's or staging folder's holder (``holder_record()``) is a dead process on this host, or older
     than ``stale_after`` seconds."""
     try:
         if time.time() - float(holder.get("acquired_at", 0)) > stale_after:
@@ -173,283 +146,6 @@ def _holder_is_stale(holder: dict[str, Any], stale_after: float) -> bool:
         except PermissionError:  # alive, another user's
             return False
     return False
-
-
-class HashingSink:
-    """A writable file object that forwards bytes to a pyarrow stream and hashes them."""
-
-    def __init__(self, stream: pa.NativeFile, uri: str = "a lake file") -> None:
-        self._stream = stream
-        self._uri = uri  # named in errors: a full disk or a lost S3 connection surfaces here
-        self._sha = hashlib.sha256()
-        self._pos = 0
-        self.closed = False
-
-    def write(self, data: bytes | memoryview) -> int:
-        self._sha.update(data)
-        try:
-            self._stream.write(data)
-        except OSError as exc:
-            raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
-        self._pos += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError as exc:
-            raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self._stream.close()
-            except OSError as exc:
-                raise _wrap_os_error(f"cannot write {self._uri}", exc) from exc
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-    @property
-    def size(self) -> int:
-        return self._pos
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a partition as recorded in its manifest."""
-
-    path: str
-    rows: int | None
-    bytes: int
-    sha256: str
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "bytes": self.bytes, "sha256": self.sha256}
-        if self.rows is not None:
-            out["rows"] = self.rows
-        return out
-
-
-class ParquetPartFile:
-    """A Parquet file being written into a partition's staging area."""
-
-    def __init__(self, sink: HashingSink, schema: pa.Schema, name: str) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        self.name = name
-        self.rows = 0
-        self._sink = sink
-        self._writer: pq.ParquetWriter = pq.ParquetWriter(
-            pa.PythonFile(sink, mode="w"), schema, compression=PARQUET_COMPRESSION
-        )
-
-    def write(self, data: pa.RecordBatch | pa.Table) -> None:
-        import pyarrow as pa
-
-        if data.num_rows:
-            if isinstance(data, pa.Table):
-                self._writer.write_table(data)
-            else:
-                self._writer.write_batch(data)
-            self.rows += data.num_rows
-
-    def close(self) -> FileEntry:
-        self._writer.close()
-        self._sink.close()
-        return FileEntry(self.name, self.rows, self._sink.size, self._sink.sha256)
-
-
-class PartitionWriter:
-    """Stages the files of one partition and commits them with a manifest written last.
-
-    Use as a context manager: on an exception the staging area is removed and the
-    previous partition, if any, is left untouched.
-    """
-
-    def __init__(self, lake: Lake, key: str) -> None:
-        self.lake = lake
-        self.key = safe_key(key)
-        self.staging = f"{self.key}/{STAGING_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:12]}"
-        self.files: list[FileEntry] = []
-        self._committed = False
-        self._open: list[ParquetPartFile] = []
-        lake.write_object(f"{self.staging}/{WRITER}", json.dumps(_holder()).encode())
-
-    def __enter__(self) -> PartitionWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._committed:
-            self.abort()
-
-    def _check_name(self, name: str) -> str:
-        name = safe_key(name)
-        if name in (MANIFEST, WRITER) or name.split("/")[0].startswith(STAGING_PREFIX):
-            raise UnsafeKeyError(f"{name!r} is reserved inside a partition")
-        return name
-
-    def parquet(self, name: str, schema: pa.Schema) -> ParquetPartFile:
-        """Open a Parquet file in the staging area; ``close()`` it, then it joins the manifest."""
-        name = self._check_name(name)
-        stream = self.lake.open_output(f"{self.staging}/{name}")
-        part = ParquetPartFile(HashingSink(stream, self.lake.uri_of(f"{self.staging}/{name}")), schema, name)
-        self._open.append(part)
-        return part
-
-    def close_parquet(self, part: ParquetPartFile) -> FileEntry:
-        """Finish a Parquet file and record it for the manifest."""
-        entry = part.close()
-        self._open.remove(part)
-        self.files.append(entry)
-        return entry
-
-    def add_bytes(self, name: str, data: bytes, rows: int | None = None) -> FileEntry:
-        """Stage a small file given as bytes (JSON, HTML, ...)."""
-        name = self._check_name(name)
-        self.lake.write_object(f"{self.staging}/{name}", data)
-        entry = FileEntry(name, rows, len(data), hashlib.sha256(data).hexdigest())
-        self.files.append(entry)
-        return entry
-
-    def add_local_dir(self, name: str, local_dir: str) -> list[FileEntry]:
-        """Stage every file under a local directory below ``name``/."""
-        entries = []
-        for root, _dirs, filenames in os.walk(local_dir):
-            for filename in sorted(filenames):
-                full = os.path.join(root, filename)
-                rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
-                with open(full, "rb") as fh:
-                    entries.append(self.add_bytes(f"{name}/{rel}", fh.read()))
-        return entries
-
-    def adopt(self, name: str, src_key: str, entry: dict[str, Any]) -> FileEntry:
-        """Copy an already-written, already-hashed file (another partition's) into this one.
-
-        A copy, not a move: until this partition is committed the source stays complete, so a
-        commit that dies halfway can simply be run again.
-        """
-        name = self._check_name(name)
-        self.lake.copy(src_key, f"{self.staging}/{name}")
-        adopted = FileEntry(name, entry.get("rows"), entry["bytes"], entry["sha256"])
-        self.files.append(adopted)
-        return adopted
-
-    def rewrite_parquet(self, entry: FileEntry, schema: pa.Schema,
-                        batches: Iterable[pa.RecordBatch | pa.Table]) -> FileEntry:
-        """Replace a staged Parquet file's content (streamed), keeping its name (used to drop rows)."""
-        tmp_name = f"{entry.path}.rewrite"
-        part = self.parquet(tmp_name, schema)
-        for batch in batches:
-            part.write(batch)
-        written = self.close_parquet(part)
-        self.lake.move(f"{self.staging}/{tmp_name}", f"{self.staging}/{entry.path}")
-        final = FileEntry(entry.path, written.rows, written.bytes, written.sha256)
-        self.files = [final if f is entry else f for f in self.files if f is not written]
-        return final
-
-    def drop_file(self, entry: FileEntry) -> None:
-        """Remove a staged file and its manifest entry."""
-        self.files = [f for f in self.files if f is not entry]
-        self.lake.delete(f"{self.staging}/{entry.path}")
-
-    def staged_uri(self, entry: FileEntry) -> str:
-        """Key of a staged file, for reading it back before the commit."""
-        return f"{self.staging}/{entry.path}"
-
-    def require_staged(self) -> None:
-        """Raise StorageError if staged files are gone: a writer that committed meanwhile removed them.
-
-        That writer's result stands, and nothing is touched here.
-        """
-        staged = set(self.lake.list_files(self.staging))
-        gone = [e.path for e in self.files if f"{self.staging}/{e.path}" not in staged]
-        if gone:
-            raise StorageError(
-                f"cannot commit {self.lake.uri_of(self.key)}: {len(gone)} staged file(s) ({gone[0]}, ...) are gone "
-                f"from {self.lake.uri_of(self.staging)}; another run committed this partition meanwhile and its "
-                "result stands; rerun to replace it")
-
-    def commit(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Retire the previous partition, publish the staged files, write the manifest last.
-
-        Under the partition's lock: two writers of one partition (two runs for the same date) commit one
-        after the other, so the manifest left last lists exactly the files the same writer put in place.
-        """
-        if self._open:
-            raise StorageError(f"{self.key}: commit with {len(self._open)} Parquet file(s) still open")
-        manifest: dict[str, Any] = {
-            "manifest_version": 1,
-            "partition": self.key,
-            "created_at": utc_now_iso(),
-            **(fields or {}),
-            "files": [f.as_dict() for f in self.files],
-        }
-        if "rows" not in manifest and any(f.rows is not None for f in self.files):
-            manifest["rows"] = sum(f.rows for f in self.files if f.rows is not None)
-        lake = self.lake
-        with lake.lock(self.key):
-            # Checked before the old manifest goes, so the partition stays whole.
-            self.require_staged()
-            lake.delete(f"{self.key}/{MANIFEST}")
-            staging_name = self.staging.rsplit("/", 1)[1]
-            for child in lake.list_children(self.key):
-                # Another run's staging folder stays while that run may still commit (last committer wins).
-                if child != staging_name and (not child.startswith(STAGING_PREFIX) or self._abandoned(child)):
-                    lake.delete_tree(f"{self.key}/{child}")
-            for entry in self.files:
-                lake.move(f"{self.staging}/{entry.path}", f"{self.key}/{entry.path}")
-            lake.write_bytes(f"{self.key}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
-            lake.delete_tree(self.staging)
-            self._committed = True
-        log.info("committed %s (%d files)", lake.uri_of(self.key), len(self.files))
-        return manifest
-
-    def _abandoned(self, staging_name: str) -> bool:
-        """Whether another staging folder of this partition belongs to a run that will never commit it.
-
-        True for a folder older than ``STAGING_ABANDONED_S``, one whose writer is a dead process on this
-        host, and one without a writer record after a minute (it is written as the folder is created).
-        """
-        started = staging_name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if not started.isdigit():
-            return True  # an older release's name: nothing of it is running any more
-        age = time.time() - int(started)
-        if age > STAGING_ABANDONED_S:
-            return True
-        try:
-            holder = json.loads(self.lake.read_bytes(f"{self.key}/{staging_name}/{WRITER}"))
-        except (StorageError, ValueError):
-            return age > 60
-        return not isinstance(holder, dict) or _holder_is_stale(holder, STAGING_ABANDONED_S)
-
-    def abort(self) -> None:
-        """Remove the staging area; the previous partition stays as it was."""
-        for part in list(self._open):
-            try:
-                part.close()
-            except Exception:  # noqa: BLE001 - best effort while already failing
-                pass
-        self._open.clear()
-        try:
-            self.lake.delete_tree(self.staging)
-        except StorageError:
-            log.warning("could not remove staging area %s", self.lake.uri_of(self.staging))
 
 
 class Lake:
@@ -482,7 +178,7 @@ class Lake:
         try:
             return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
         except OSError as exc:
-            raise _wrap_os_error(self.uri_of(key), exc) from exc
+            raise wrap_os_error(self.uri_of(key), exc) from exc
 
     def open_output(self, key: str) -> pa.NativeFile:
         path = self.path(key)
@@ -491,7 +187,7 @@ class Lake:
                 self.fs.create_dir(posixpath.dirname(path), recursive=True)
             return self.fs.open_output_stream(path)
         except OSError as exc:
-            raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
 
     def open_input(self, key: str) -> pa.NativeFile:
         try:
@@ -499,7 +195,7 @@ class Lake:
         except FileNotFoundError as exc:
             raise StorageError(f"{self.uri_of(key)} does not exist") from exc
         except OSError as exc:
-            raise _wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
 
     def write_object(self, key: str, data: bytes) -> None:
         """Write an object in one piece (not atomic on a local disk; see ``write_bytes``)."""
@@ -507,7 +203,7 @@ class Lake:
             with self.open_output(key) as out:
                 out.write(data)
         except OSError as exc:
-            raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write an object in one piece (atomically on a local disk: temp file, then rename)."""
@@ -521,7 +217,7 @@ class Lake:
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
-                raise _wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
         else:
             self.write_object(key, data)
         return self.uri_of(key)
@@ -544,7 +240,7 @@ class Lake:
             pass
         except OSError as exc:
             if self.exists(key):
-                raise _wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
 
     def delete_tree(self, key: str) -> None:
         """Delete a key and everything below it, if present."""
@@ -560,7 +256,7 @@ class Lake:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise _wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
 
     def move(self, src: str, dst: str) -> None:
         """Move one file inside the lake."""
@@ -577,7 +273,7 @@ class Lake:
             operation = self.fs.move if verb == "move" else self.fs.copy_file
             operation(self.path(src), self.path(dst))
         except OSError as exc:
-            raise _wrap_os_error(f"cannot {verb} {self.uri_of(src)}", exc) from exc
+            raise wrap_os_error(f"cannot {verb} {self.uri_of(src)}", exc) from exc
 
     def _infos(self, key: str, recursive: bool) -> list[pafs.FileInfo]:
         import pyarrow.fs as pafs
@@ -586,7 +282,7 @@ class Lake:
         try:
             return self.fs.get_file_info(selector)
         except OSError as exc:
-            raise _wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot list {self.uri_of(key)}", exc) from exc
 
     def list_children(self, key: str) -> list[str]:
         """Names directly below a key (files and folders), sorted."""
@@ -611,7 +307,7 @@ class Lake:
             pafs.copy_files(os.path.abspath(local_path), dest, source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=self.fs)
         except OSError as exc:
-            raise _wrap_os_error(f"cannot upload {local_path} to {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot upload {local_path} to {self.uri_of(key)}", exc) from exc
         return self.uri_of(key)
 
     # -- locks -------------------------------------------------------------------------
@@ -629,7 +325,7 @@ class Lake:
         deadline = time.monotonic() + (stale_after + 60 if timeout is None else timeout)
         pause = 0.02
         while True:
-            body = json.dumps(_holder()).encode()
+            body = json.dumps(holder_record()).encode()
             tag = self._lock_create(key, body)
             if tag is not None:
                 break
@@ -637,7 +333,7 @@ class Lake:
             if held is None:
                 continue  # released meanwhile
             holder, held_tag = held
-            if _holder_is_stale(holder, stale_after):
+            if holder_is_stale(holder, stale_after):
                 log.warning("taking over the stale lock %s of pid %s on %s", self.uri_of(key), holder.get("pid"),
                             holder.get("host"))
                 self._lock_remove(key, held_tag)
@@ -674,12 +370,12 @@ class Lake:
             except FileExistsError:
                 return None
             except OSError as exc:
-                raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
             try:
                 os.write(fd, body)
             except OSError as exc:
                 os.unlink(path)
-                raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
             finally:
                 os.close(fd)
             return body
@@ -691,9 +387,9 @@ class Lake:
         except ClientError as exc:
             if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 return None
-            raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
         except BotoCoreError as exc:
-            raise _wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
 
     def _lock_read(self, key: str) -> tuple[dict[str, Any], Any] | None:
         """The holder of a lock and its tag, or None when there is no lock."""
@@ -704,7 +400,7 @@ class Lake:
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
             tag: Any = data
         else:
             from botocore.exceptions import BotoCoreError, ClientError
@@ -716,9 +412,9 @@ class Lake:
             except ClientError as exc:
                 if _s3_error_code(exc) in ("NoSuchKey", "404"):
                     return None
-                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
             except BotoCoreError as exc:
-                raise _wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot read the lock {self.uri_of(key)}", exc) from exc
         try:
             holder = json.loads(data)
         except ValueError:
@@ -744,7 +440,7 @@ class Lake:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
             return
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -754,13 +450,15 @@ class Lake:
         except ClientError as exc:
             if _s3_error_code(exc) not in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict",
                                            "412", "404", "409"):  # else: gone, or not ours any more
-                raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+                raise wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
         except BotoCoreError as exc:
-            raise _wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
+            raise wrap_os_error(f"cannot remove the lock {self.uri_of(key)}", exc) from exc
 
     # -- partitions --------------------------------------------------------------------
     def partition(self, key: str) -> PartitionWriter:
         """Start writing a partition; see ``PartitionWriter``."""
+        from textclf.lake.partition import PartitionWriter  # partition builds on this module
+
         return PartitionWriter(self, key)
 
     def read_manifest(self, key: str) -> dict[str, Any] | None:
@@ -812,7 +510,7 @@ class Lake:
             try:
                 yield from pf.iter_batches(batch_size=batch_size, columns=columns)
             except OSError as exc:  # the store went away mid-read
-                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
+                raise wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
 
     def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Read a whole committed partition into memory (small partitions only)."""
@@ -823,7 +521,7 @@ class Lake:
             try:
                 tables.append(self.parquet_file(file_key).read(columns=columns))
             except OSError as exc:  # the store went away mid-read
-                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
+                raise wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
         if not tables:
             raise PartitionNotFoundError(f"{self.uri_of(key)} has no Parquet files")
         return pa.concat_tables(tables)
@@ -839,7 +537,7 @@ class Lake:
                     while chunk := src.read(8 << 20):
                         sha.update(chunk)
             except OSError as exc:
-                raise _wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
+                raise wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
             if sha.hexdigest() != entry["sha256"]:
                 raise ChecksumMismatchError(
                     f"{self.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match the manifest's "
@@ -856,7 +554,7 @@ def open_source(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem,
     try:
         info = fs.get_file_info(path)
     except OSError as exc:
-        raise _wrap_os_error(f"cannot reach {uri}", exc) from exc
+        raise wrap_os_error(f"cannot reach {uri}", exc) from exc
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{uri} does not exist")
     if info.type != pafs.FileType.File:

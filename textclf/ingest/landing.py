@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from textclf.config import parse_date, parse_kind
-from textclf.ingest import dataset_key
-from textclf.storage import Lake
+from textclf.config import parse_date
+from textclf.lake import Lake
+from textclf.lake.layout import dataset_key, datasets_key, landing_key
 
 log = logging.getLogger(__name__)
-
-LANDING = "landing"
-
-
-def landing_key(kind: str) -> str:
-    return f"{LANDING}/{parse_kind(kind)}"
 
 
 def is_hidden(key: str) -> bool:
@@ -32,7 +26,7 @@ def ingested_elsewhere(lake: Lake, kind: str, date: str) -> set[str]:
     """URIs of source files that committed partitions of other dates were built from."""
     taken: set[str] = set()
     own = dataset_key(kind, date)
-    for key in lake.list_partitions(f"datasets/{parse_kind(kind)}"):
+    for key in lake.list_partitions(datasets_key(kind)):
         if key == own:
             continue
         manifest = lake.read_manifest(key) or {}

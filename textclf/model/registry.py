@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -21,20 +20,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from textclf.errors import ModelError, ModelIntegrityError
-from textclf.storage import MANIFEST, Lake
+from textclf.lake import Lake
+from textclf.lake.layout import CHAMPION, MANIFEST, MODEL_FILE, MODELS, VERSION_RE, version_key
 
 if TYPE_CHECKING:
     import keras
 
 log = logging.getLogger(__name__)
 
-MODELS = "models"
-CHAMPION = f"{MODELS}/champion.json"
-MODEL_FILE = "model.keras"
+
 # Files of a version that an evaluation may replace; everything else is fixed at training time.
 EVALUATION_FILES = ("metrics.json", "report.html", "test_predictions.parquet", "model_card.md")
+
 EVALUATION_DIRS = ("projector/",)
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def new_version(architecture: str) -> str:
@@ -43,16 +41,10 @@ def new_version(architecture: str) -> str:
     return f"{stamp}-{architecture}-{uuid.uuid4().hex[:6]}"
 
 
-def version_key(version: str) -> str:
-    if not _VERSION_RE.match(version or "") or version == "champion.json":
-        raise ModelError(f"invalid model version {version!r}")
-    return f"{MODELS}/{version}"
-
-
 def list_versions(lake: Lake) -> list[str]:
     """Committed versions, oldest first."""
     return [name for name in lake.list_children(MODELS)
-            if _VERSION_RE.match(name) and lake.exists(f"{MODELS}/{name}/{MANIFEST}")]
+            if VERSION_RE.match(name) and lake.exists(f"{MODELS}/{name}/{MANIFEST}")]
 
 
 def read_version(lake: Lake, version: str) -> dict[str, Any]:
@@ -117,7 +109,7 @@ def load_model(lake: Lake, version: str) -> LoadedModel:
     """Load a registered model: checksum first, then Keras with ``safe_mode=True``, then shape checks."""
     import keras
 
-    import textclf.layers  # noqa: F401 - registers the project's own layers; nothing else may deserialize
+    import textclf.model.layers  # noqa: F401 - registers the project's own layers; nothing else may deserialize
 
     key = version_key(version)
     manifest = read_version(lake, version)

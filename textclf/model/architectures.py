@@ -20,11 +20,17 @@ if TYPE_CHECKING:
 
     from textclf.config import TrainConfig
 
+
+
 DEFAULT_ARCHITECTURE = "nb_tfidf"
+
 # The default model adds a character n-gram branch when training texts are this short on average.
 CHAR_BRANCH_MAX_MEAN_CHARS = 600
+
 CHAR_NGRAMS = (3, 4, 5)
+
 CHAR_MAX_TOKENS = 300_000
+
 # Fields of TrainConfig an architecture gives defaults for; None in the config means "use these".
 TUNABLE = ("batch_size", "learning_rate", "optimizer", "max_tokens", "sequence_length", "embedding_dim",
            "units", "dropout", "ngrams", "char_branch")
@@ -207,7 +213,7 @@ def build_nb_tfidf(params: ModelParams, texts: np.ndarray, labels: np.ndarray, n
     import numpy as np
     import tensorflow as tf
 
-    from textclf.layers import (
+    from textclf.model.layers import (
         NBLinear,
         SublinearTfidf,
         count_statistics,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from textclf.errors import InputFileError, StorageError
-from textclf.storage import S3Options, open_source
+from textclf.lake import S3Options
+from textclf.lake.store import open_source
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -265,7 +266,7 @@ class SourceReader:
     def _jsonl(self) -> Iterator[SourceBatch]:
         import pyarrow as pa
 
-        from textclf.normalize import repair_bytes
+        from textclf.ingest.normalize import repair_bytes
 
         cols = self.columns
         roles: dict[str, str | None] | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,60 +27,19 @@ from typing import TYPE_CHECKING, Any
 from textclf import __version__
 from textclf.config import IngestConfig
 from textclf.errors import TextclfError
+from textclf.ingest.dedup import deduplicate
+from textclf.ingest.quarantine import QuarantineFile, reject_batch
+from textclf.ingest.sources import ColumnNames, SourceBatch, SourceReader
+from textclf.lake import Lake
+from textclf.lake.layout import dataset_key, quarantine_key
+from textclf.lake.partition import FileEntry, PartitionWriter
 from textclf.progress import NoProgress, Progress
-from textclf.sources import ColumnNames, SourceBatch, SourceReader
-from textclf.storage import FileEntry, Lake, PartitionWriter
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
-
-REASONS = {
-    "malformed_row": "the parser could not split the row into fields",
-    "invalid_encoding": "text is neither UTF-8 nor unambiguous Windows-1252",
-    "text_too_long": "text is longer than the configured limit",
-    "empty_text": "text is empty or only whitespace/markup after normalisation",
-    "missing_id": "the id column is empty for this row",
-    "missing_label": "labeled data without a label",
-    "conflicting_label": "the same id appears with different labels",
-    "duplicate_id": "the id was already used by a different text",
-}
-
-
-def dataset_key(kind: str, date: str) -> str:
-    return f"datasets/{kind}/ingest_date={date}"
-
-
-def quarantine_key(kind: str, date: str) -> str:
-    return f"quarantine/{kind}/ingest_date={date}"
-
-
-def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any]) -> list[str]:
-    """What does not add up between a dataset partition and its quarantine; empty when all is well.
-
-    Checks ``rows + quarantined_rows + duplicates_removed == input_rows`` in the dataset ``manifest``, and
-    that the quarantine partition is the one written by the same ingest run with that many rows.
-    """
-    found = []
-    counts = [manifest.get(k) for k in ("rows", "quarantined_rows", "duplicates_removed", "input_rows")]
-    if any(not isinstance(c, int) for c in counts):
-        found.append(f"the manifest of {lake.uri_of(dataset_key(kind, date))} lacks its row counts")
-    elif counts[0] + counts[1] + counts[2] != counts[3]:
-        found.append(f"{counts[0]} rows + {counts[1]} quarantined + {counts[2]} duplicates != {counts[3]} input rows")
-    quarantine = lake.read_manifest(quarantine_key(kind, date))
-    rerun = f"rerun ingest for {kind} {date}"
-    if quarantine is None:
-        found.append(f"{lake.uri_of(quarantine_key(kind, date))} has no manifest; {rerun}")
-    elif quarantine.get("ingest_run") != manifest.get("ingest_run"):
-        found.append(f"{lake.uri_of(quarantine_key(kind, date))} was written by another ingest run than the dataset "
-                     f"(ingest_run {quarantine.get('ingest_run')} != {manifest.get('ingest_run')}): an ingest "
-                     f"stopped between its two commits; {rerun}")
-    elif quarantine.get("rows") != manifest.get("quarantined_rows"):
-        found.append(f"{lake.uri_of(quarantine_key(kind, date))} holds {quarantine.get('rows')} rows, the dataset "
-                     f"manifest says {manifest.get('quarantined_rows')} were quarantined; {rerun}")
-    return found
 
 
 def dataset_schema(labeled: bool) -> pa.Schema:
@@ -91,23 +50,6 @@ def dataset_schema(labeled: bool) -> pa.Schema:
         fields.append(pa.field("label", pa.string(), nullable=False))
     fields += [pa.field("source_file", pa.string()), pa.field("source_row", pa.int64())]
     return pa.schema(fields)
-
-
-def quarantine_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("reason", pa.string()),
-            ("detail", pa.string()),
-            ("source_file", pa.string()),
-            ("source_row", pa.int64()),
-            ("id", pa.string()),
-            ("label", pa.string()),
-            ("text", pa.string()),  # original text; undecodable bytes shown as \xNN
-            ("raw_bytes", pa.binary()),  # original bytes, only for invalid_encoding
-        ]
-    )
 
 
 @dataclass
@@ -132,61 +74,7 @@ def _hash_ids(arr: pa.Array) -> np.ndarray:
     return pd.util.hash_array(arr.to_numpy(zero_copy_only=False).astype(object), categorize=False)
 
 
-def reject_batch(reason: str, detail: list[str] | str, source_files: Any, rows: Any, ids: Any = None,
-                 labels: Any = None, texts: Any = None, raw_bytes: Any = None) -> pa.RecordBatch:
-    """Quarantine rows in the quarantine schema; scalars (reason, detail, source) are repeated."""
-    import pyarrow as pa
-
-    n = len(rows)
-
-    def col(values: Any, type_: pa.DataType) -> pa.Array:
-        if values is None:
-            return pa.nulls(n, type_)
-        if isinstance(values, str):
-            return pa.array([values] * n, type_)
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        return values.cast(type_) if isinstance(values, pa.Array) else pa.array(values, type_)
-
-    return pa.RecordBatch.from_arrays(
-        [col(reason, pa.string()), col(detail, pa.string()), col(source_files, pa.string()), col(rows, pa.int64()),
-         col(ids, pa.string()), col(labels, pa.string()), col(texts, pa.string()), col(raw_bytes, pa.binary())],
-        schema=quarantine_schema(),
-    )
-
-
-class _Rejects:
-    """Collects quarantined rows and writes them in row groups of at least ``flush_rows``."""
-
-    def __init__(self, writer: PartitionWriter, flush_rows: int = 65_536) -> None:
-        self.part = writer.parquet("rejects.parquet", quarantine_schema())
-        self.writer = writer
-        self.reasons: Counter[str] = Counter()
-        self.flush_rows = flush_rows
-        self._buffer: list[pa.RecordBatch] = []
-        self._buffered = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self._buffer.append(batch)
-            self._buffered += batch.num_rows
-            self.reasons.update(batch.column("reason").to_pylist())
-            if self._buffered >= self.flush_rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        if self._buffer:
-            self.part.write(pa.Table.from_batches(self._buffer, quarantine_schema()))
-            self._buffer, self._buffered = [], 0
-
-    def close(self) -> int:
-        self._flush()
-        return self.writer.close_parquet(self.part).rows or 0
-
-
-class _DataFiles:
+class DataFiles:
     """Rolls kept rows over ``part-NNNNN.parquet`` files of at most ``max_rows`` rows."""
 
     def __init__(self, writer: PartitionWriter, schema: pa.Schema, max_rows: int) -> None:
@@ -224,7 +112,7 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from textclf.normalize import decode_array, normalize_text, text_doc_ids
+    from textclf.ingest.normalize import decode_array, normalize_text, text_doc_ids
 
     labeled = config.kind == "labeled"
     rejected = [reject_batch("malformed_row", [m.detail for m in batch.malformed], source,
@@ -300,7 +188,7 @@ def _decode_field(arr: pa.Array | None) -> tuple[pa.Array | None, pa.Array | Non
     """An id or label column as trimmed UTF-8 strings, and the mask of rows that could not be decoded."""
     import pyarrow.compute as pc
 
-    from textclf.normalize import decode_array
+    from textclf.ingest.normalize import decode_array
 
     if arr is None:
         return None, None
@@ -329,135 +217,6 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def duplicate_id_positions(id_hash: np.ndarray) -> np.ndarray:
-    """Sorted positions of rows whose id hash occurs more than once."""
-    import numpy as np
-
-    if len(id_hash) < 2:
-        return np.zeros(0, np.int64)
-    order = np.argsort(id_hash, kind="stable")
-    sorted_ids = id_hash[order]
-    repeated = np.r_[sorted_ids[1:] == sorted_ids[:-1], False] | np.r_[False, sorted_ids[1:] == sorted_ids[:-1]]
-    return np.sort(order[repeated])
-
-
-def resolve_duplicates(rows: list[tuple[int, str, str, str | None]]) -> dict[int, str]:
-    """Rows to drop among ``(position, doc_id, text, label)``, with the reason. Pure.
-
-    Within each group of rows sharing an id: if the labels differ, every row is a
-    ``conflicting_label``; otherwise the first row is kept, later rows with the same text
-    are exact duplicates (``duplicate``) and later rows with another text ``duplicate_id``.
-    """
-    groups: dict[str, list[tuple[int, str, str | None]]] = {}
-    for pos, doc_id, text, label in sorted(rows):
-        groups.setdefault(doc_id, []).append((pos, text, label))
-    drop: dict[int, str] = {}
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        if len({label for _, _, label in members}) > 1:
-            drop.update({pos: "conflicting_label" for pos, _, _ in members})
-            continue
-        first_text = members[0][1]
-        for pos, text, _ in members[1:]:
-            drop[pos] = "duplicate" if text == first_text else "duplicate_id"
-    return drop
-
-
-def _within(positions: np.ndarray, start: int, n: int) -> np.ndarray:
-    """The sorted positions in ``[start, start + n)``, shifted to start at 0."""
-    return positions[(positions >= start) & (positions < start + n)] - start
-
-
-def _file_ranges(entries: list[FileEntry]) -> Iterator[tuple[int, FileEntry, int]]:
-    offset = 0
-    for index, entry in enumerate(list(entries)):
-        yield index, entry, offset
-        offset += entry.rows or 0
-
-
-def _deduplicate(dwriter: PartitionWriter, data: _DataFiles, id_hash: np.ndarray, rejects: _Rejects) -> int:
-    """Drop repeated rows from the staged files; quarantine conflicts; return exact duplicates removed.
-
-    Only rows whose id hash repeats are read back and compared by value, so clean data
-    costs nothing here and a hash collision cannot merge two different ids.
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    candidates = duplicate_id_positions(id_hash)
-    if not len(candidates):
-        return 0
-    columns = ["doc_id", "text"] + (["label"] if "label" in data.schema.names else [])
-    rows: list[tuple[int, str, str, str | None]] = []
-    for _, entry, offset in _file_ranges(data.entries):
-        wanted = _within(candidates, offset, entry.rows or 0)
-        for start, batch in _staged_batches(dwriter, entry, columns, wanted):
-            here = _within(wanted, start, batch.num_rows)
-            picked = batch.take(pa.array(here))
-            labels = picked.column("label").to_pylist() if "label" in columns else [None] * len(here)
-            rows += zip((here + start + offset).tolist(), picked.column("doc_id").to_pylist(),
-                        picked.column("text").to_pylist(), labels, strict=True)
-    drop = resolve_duplicates(rows)
-    if not drop:
-        return 0
-    positions = np.sort(np.fromiter(drop, dtype=np.int64))
-    duplicates = 0
-    for index, entry, offset in _file_ranges(data.entries):
-        local = _within(positions, offset, entry.rows or 0)
-        if not len(local):
-            continue
-
-        def kept_batches(entry: FileEntry = entry, offset: int = offset, local: np.ndarray = local
-                         ) -> Iterator[pa.RecordBatch]:
-            for start, batch in _staged_batches(dwriter, entry, None, local):
-                here = _within(local, start, batch.num_rows)
-                if len(here):
-                    _quarantine_dropped(batch.take(pa.array(here)), here + start + offset, drop, rejects)
-                    keep = np.ones(batch.num_rows, dtype=bool)
-                    keep[here] = False
-                    batch = batch.filter(pa.array(keep))
-                yield batch
-
-        duplicates += sum(drop[int(p) + offset] == "duplicate" for p in local)
-        if index > 0 and len(local) == entry.rows:  # nothing left; part-00000 stays for the schema
-            for _ in kept_batches():  # still quarantines the conflicting rows
-                pass
-            dwriter.drop_file(entry)
-        else:
-            data.entries[index] = dwriter.rewrite_parquet(entry, data.schema, kept_batches())
-    return duplicates
-
-
-def _staged_batches(dwriter: PartitionWriter, entry: FileEntry, columns: list[str] | None,
-                    wanted: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(first row, batch) over a staged file's row groups.
-
-    With ``columns`` (a lookup) only row groups holding a wanted position are read; without
-    (a rewrite) every row group is, since all of them must be copied.
-    """
-    pf = dwriter.lake.parquet_file(dwriter.staged_uri(entry))
-    start = 0
-    for group in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(group).num_rows
-        if n and (columns is None or len(_within(wanted, start, n))):
-            yield start, pf.read_row_group(group, columns=columns).combine_chunks().to_batches()[0]
-        start += n
-
-
-def _quarantine_dropped(rows: pa.RecordBatch, positions: np.ndarray, drop: dict[int, str], rejects: _Rejects) -> None:
-    reasons = [drop[int(p)] for p in positions]
-    details = {"conflicting_label": "the same id has different labels in this partition",
-               "duplicate_id": "an earlier row has this id with a different text"}
-    for reason, detail in details.items():
-        mask = [r == reason for r in reasons]
-        if any(mask):
-            picked = rows.filter(mask)
-            rejects.write(reject_batch(
-                reason, detail, picked.column("source_file"), picked.column("source_row"), picked.column("doc_id"),
-                picked.column("label") if "label" in rows.schema.names else None, picked.column("text")))
 
 
 def ingest(
@@ -492,8 +251,8 @@ def ingest(
     id_hashes: list[np.ndarray] = []
     with lake.partition(quarantine_key(config.kind, config.date)) as qwriter, \
             lake.partition(dataset_key(config.kind, config.date)) as dwriter:
-        rejects = _Rejects(qwriter)
-        data = _DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
+        rejects = QuarantineFile(qwriter)
+        data = DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
         progress.start(total_bytes, f"ingest {config.kind}")
         for index, n_input, kept, rejected in _ordered_map(process, batches(), workers, ahead=2 * workers):
             input_rows[index] += n_input
@@ -505,7 +264,7 @@ def ingest(
             progress.update(sum(r.size for r in readers[:index]) + readers[index].bytes_read)
         progress.close()
         data.close()
-        duplicates_removed = _deduplicate(
+        duplicates_removed = deduplicate(
             dwriter, data, np.concatenate(id_hashes) if id_hashes else np.zeros(0, np.uint64), rejects)
         quarantined = rejects.close()
         rows = sum(e.rows or 0 for e in dwriter.files if e.path.startswith("part-"))
