@@ -38,17 +38,17 @@ def ingest(landed: dict) -> dict:
     from textclf.config import IngestConfig
     from textclf.ingest.stage import ingest
 
-    result = ingest(open_lake(), landed["files"], IngestConfig(kind=landed["kind"], date=landed["date"]))
-    return {**landed, **result.summary()}
+    config = IngestConfig(kind=landed["kind"], date=landed["date"], sources=tuple(landed["files"]))
+    return {**landed, **ingest(open_lake(), config).summary()}
 
 
 @task
 def validate(ingested: dict) -> dict:
     """Run the expectation suites on the partition; announce it when the critical suite passes."""
+    from textclf.config import ValidationConfig
     from textclf.validate.stage import validate
 
-    report = validate(open_lake(), ingested["kind"], ingested["date"])
-    summary = report.summary()
+    summary = validate(open_lake(), ValidationConfig(kind=ingested["kind"], date=ingested["date"])).summary()
     announce(get_current_context(), ASSETS[ingested["kind"]], uri=ingested["dataset"], date=ingested["date"],
              rows=ingested["rows"], data_docs=summary.get("data_docs"))
     return summary

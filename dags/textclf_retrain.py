@@ -1,8 +1,9 @@
 """Retrain a model on all labeled data, evaluate it and apply the promotion gate.
 
-Triggered by hand with the form below. Training (which ends with the evaluation on the held-out
-test split) runs on the ``gpu`` queue and in the ``gpu`` pool. A refused promotion is a successful
-run: the ``promote`` task logs the refusal and its reasons, ``champion.json`` records them, and
+Triggered by hand with the form below. ``train`` runs on the ``gpu`` queue and in the ``gpu`` pool
+and registers the new version; ``evaluate`` then writes its metrics and report (a failed report
+leaves the trained version registered, and the task can be retried on its own). A refused promotion
+is a successful run: the ``promote`` task logs the refusal and its reasons, ``champion.json`` records them, and
 ``publish_champion`` is skipped. Set ``TEXTCLF_RETRAIN_ON_NEW_DATA=true`` in the DAG processor's
 environment to also run it whenever the ``labeled_data`` Asset is updated.
 """
@@ -24,29 +25,37 @@ log = logging.getLogger(__name__)
 
 @task(queue=GPU_QUEUE, pool=GPU_POOL)
 def train() -> dict:
-    """Train the chosen architecture, evaluate it and register it as a new model version."""
+    """Train the chosen architecture and register it as a new model version."""
     from textclf.config import TrainConfig
     from textclf.model.train import train
 
     params = get_current_context()["params"]
     config = TrainConfig().with_overrides(params["settings"], model=params["model"], epochs=params["epochs"],
                                           seed=params["seed"])
-    lake = open_lake()
-    return train(lake.uri, config, lake=lake).summary()
+    return train(open_lake(), config).summary()
 
 
 @task
-def promote(trained: dict) -> dict:
+def evaluate(trained: dict) -> dict:
+    """Evaluate the new version on the test split: metrics, linear reference, report, model card."""
+    from textclf.config import EvaluateConfig
+    from textclf.evaluate.stage import evaluate
+
+    return evaluate(open_lake(), EvaluateConfig(model_version=trained["model_version"])).summary()
+
+
+@task
+def promote(evaluated: dict) -> dict:
     """Apply the promotion gate; a refusal is an outcome, not an error."""
-    from textclf.config import PromotionPolicy
+    from textclf.config import PromoteConfig, PromotionPolicy
     from textclf.promote.stage import promote
 
     params = get_current_context()["params"]
     policy = PromotionPolicy(tolerance=params["tolerance"], min_accuracy=params["min_accuracy"])
-    lake = open_lake()
-    decision = promote(lake.uri, trained["model_version"], policy, force=params["force_promote"], lake=lake)
+    config = PromoteConfig(model_version=evaluated["model_version"], policy=policy, force=params["force_promote"])
+    decision = promote(open_lake(), config).summary()
     if not decision["promoted"]:
-        log.warning("promotion %s for %s: %s", decision["decision"], trained["model_version"],
+        log.warning("promotion %s for %s: %s", decision["decision"], evaluated["model_version"],
                     "; ".join(decision["reasons"]))
     return decision
 
@@ -89,7 +98,7 @@ def publish_champion(decision: dict) -> str:
     tags=["textclf"],
 )
 def textclf_retrain() -> None:
-    publish_champion(promote(train()))
+    publish_champion(promote(evaluate(train())))
 
 
 textclf_retrain()

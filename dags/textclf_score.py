@@ -52,38 +52,37 @@ def plan_shards(inputs: dict) -> list[dict]:
 @task(map_index_template="{{ task.op_kwargs['spec']['shard'] }}")
 def score_shard(spec: dict) -> dict:
     """Score one shard into its hidden shard partition."""
-    from textclf.score.stage import ScoreConfig, score_shard
+    from textclf.config import ScoreConfig
+    from textclf.score.stage import score_shard
 
-    config = ScoreConfig(date=spec["date"], model_version=spec["model_version"], num_shards=spec["num_shards"])
-    manifest = score_shard(open_lake(), config, spec["shard"])
-    return {"shard": spec["shard"], "rows": manifest["rows"], "seconds": manifest["seconds"]}
+    config = ScoreConfig(date=spec["date"], model_version=spec["model_version"], num_shards=spec["num_shards"],
+                         shard=spec["shard"])
+    return score_shard(open_lake(), config).summary()
 
 
 @task(outlets=[PREDICTIONS])
 def commit(inputs: dict, shards: list[dict]) -> dict:
     """Publish all shards as the day's predictions partition, manifest last."""
-    from textclf.lake.layout import predictions_key
+    from textclf.config import ScoreConfig
     from textclf.score.stage import commit_predictions
 
-    lake = open_lake()
-    manifest = commit_predictions(lake, inputs["date"], len(shards))
-    uri = lake.uri_of(predictions_key(inputs["date"]))
-    announce(get_current_context(), PREDICTIONS, uri=uri, run_date=inputs["date"],
-             model_version=manifest["model_version"], rows=manifest["rows"])
-    return {"predictions": uri, "rows": manifest["rows"], "input_rows": manifest["input_rows"],
-            "quarantined_rows": manifest["quarantined_rows"], "model_version": manifest["model_version"]}
+    config = ScoreConfig(date=inputs["date"], model_version=inputs["model_version"], num_shards=len(shards))
+    summary = commit_predictions(open_lake(), config).summary()
+    announce(get_current_context(), PREDICTIONS, uri=summary["predictions"], run_date=inputs["date"],
+             model_version=summary["model_version"], rows=summary["rows"])
+    return summary
 
 
 @task
 def report(inputs: dict) -> dict:
     """Write the scoring report (drift, class mix, confidence) next to the predictions."""
+    from textclf.config import ReportConfig
     from textclf.score.stage import report
 
-    lake = open_lake()
-    content = report(lake.uri, inputs["date"], lake=lake)
-    for warning in content.get("warnings", []):
-        log.warning("scoring report for %s: %s", inputs["date"], warning["message"])
-    return {"report": content["uri"], "warnings": [w["message"] for w in content.get("warnings", [])]}
+    written = report(open_lake(), ReportConfig(date=inputs["date"]))
+    for warning in written.warnings:
+        log.warning("scoring report for %s: %s", inputs["date"], warning)
+    return written.summary()
 
 
 @dag(

@@ -65,6 +65,7 @@ def dag_state(log: Path) -> str:
 def demo(home: Path, day: str) -> dict[str, object]:
     from textclf.demo.stage import DemoConfig, land_demo_corpus
     from textclf.lake import Lake
+    from textclf.lake.layout import CHAMPION, LANDING, data_docs_key, predictions_key, report_key, version_key
 
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
@@ -82,8 +83,8 @@ def demo(home: Path, day: str) -> dict[str, object]:
         ("textclf_retrain: train, evaluate, promotion gate", ["dags", "test", "textclf_retrain"]),
         ("textclf_score: score the day's documents, report", ["dags", "test", "textclf_score", logical]),
     ]
-    say(f"landing the demo corpus in {lake.uri_of('landing')}")
-    land_demo_corpus(DemoConfig(lake=lake.uri, date=day), lake)
+    say(f"landing the demo corpus in {lake.uri_of(LANDING)}")
+    land_demo_corpus(lake, DemoConfig(date=day))
     timings = {}
     for number, (title, args) in enumerate(steps, 1):
         say(f"[{number}/{len(steps)}] {title} ...")
@@ -94,15 +95,15 @@ def demo(home: Path, day: str) -> dict[str, object]:
         if args[0] == "dags" and (state := dag_state(log)) != "success":
             sys.exit(f"{args[2]} ended {state}; full log: {log}")
         say(f"      done in {timings[title.split(':')[0]]} s (log: {log})")
-    champion = lake.read_json("models/champion.json")["champion"]["version"]
-    predictions = lake.require_manifest(f"predictions/run_date={day}")
+    champion = lake.read_json(CHAMPION)["champion"]["version"]
+    predictions = lake.require_manifest(predictions_key(day))
     return {
         "airflow_home": env["AIRFLOW_HOME"], "lake": lake.uri, "date": day, "champion": champion,
-        "predictions": lake.uri_of(f"predictions/run_date={day}"), "rows": predictions["rows"],
+        "predictions": lake.uri_of(predictions_key(day)), "rows": predictions["rows"],
         "quarantined_rows": predictions["quarantined_rows"],
-        "scoring_report": lake.uri_of(f"reports/run_date={day}/report.html"),
-        "model_report": lake.uri_of(f"models/{champion}/report.html"),
-        "data_docs": {k: lake.uri_of(f"validation/{k}/ingest_date={day}/data_docs/index.html")
+        "scoring_report": lake.uri_of(f"{report_key(day)}/report.html"),
+        "model_report": lake.uri_of(f"{version_key(champion)}/report.html"),
+        "data_docs": {k: lake.uri_of(data_docs_key(k, day))
                       for k in ("labeled", "unlabeled")},
         "quarantine": lake.uri_of("quarantine"), "seconds": round(time.perf_counter() - started, 1),
         "steps_seconds": timings,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from peak_rss import own_peak_rss_mb
 
+from textclf.lake import Lake
+
 
 def generate(path: Path, size_bytes: int, dirty_fraction: float) -> None:
     from textclf.demo.corpus import CorpusSpec, write_corpus_to_size
@@ -59,7 +61,7 @@ def run_ingest(src: Path, lake: Path) -> dict:
     from textclf.config import IngestConfig
     from textclf.ingest.stage import ingest
 
-    result = ingest(str(lake), [str(src)], IngestConfig(kind="labeled", date="2026-01-01"))
+    result = ingest(Lake(str(lake)), IngestConfig(kind="labeled", date="2026-01-01", sources=(str(src),)))
     m = result.manifest
     return {k: m[k] for k in ("input_rows", "rows", "quarantined_rows", "duplicates_removed")} | {
         "rows_in": m["input_rows"]}

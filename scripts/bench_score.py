@@ -23,6 +23,9 @@ from pathlib import Path
 
 from peak_rss import own_peak_rss_mb
 
+from textclf.config import EvaluateConfig, PromoteConfig, ReportConfig
+from textclf.evaluate.stage import evaluate
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LABELED_DATE = "2026-01-01"
@@ -51,16 +54,17 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
     if not {"nb_tfidf", "lstm"} <= set(versions):
         labeled = work / "labeled.csv"
         write_corpus(CorpusSpec(rows=6000, seed=0), labeled)
-        ingest(str(lake), [str(labeled)], IngestConfig(kind="labeled", date=LABELED_DATE))
+        ingest(Lake(str(lake)), IngestConfig(kind="labeled", date=LABELED_DATE, sources=(str(labeled),)))
         for model in ("nb_tfidf", "lstm"):
-            versions[model] = train(str(lake), TrainConfig(model=model, explain_count=2)).version
-        promote(str(lake), versions["nb_tfidf"], force=True)
+            versions[model] = train(Lake(str(lake)), TrainConfig(model=model)).version
+            evaluate(Lake(str(lake)), EvaluateConfig(model_version=versions[model], explain_count=2))
+        promote(Lake(str(lake)), PromoteConfig(model_version=versions["nb_tfidf"], force=True))
     for n in docs:
         date = date_for(n)
         if store.read_manifest(f"datasets/unlabeled/ingest_date={date}") is None:
             source = work / f"unlabeled-{n}.parquet"
             write_corpus(CorpusSpec(rows=n, labeled=False, seed=7, label_noise=0.0, id_prefix="u"), source)
-            ingest(str(lake), [str(source)], IngestConfig(kind="unlabeled", date=date))
+            ingest(Lake(str(lake)), IngestConfig(kind="unlabeled", date=date, sources=(str(source),)))
             source.unlink()
     return {"nb_tfidf": versions["nb_tfidf"], "lstm": versions["lstm"]}
 
@@ -76,18 +80,20 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
     import numpy as np
     import tensorflow as tf
 
+    from textclf.config import ScoreConfig
     from textclf.lake import Lake
     from textclf.model.registry import load_model
-    from textclf.score.stage import ScoreConfig, report, score
+    from textclf.score.stage import report, score
 
     if mode == "pipeline":
         # The report is its own step (`textclf report`); it is timed apart, not in documents per second.
         started = time.perf_counter()
-        result = score(lake, ScoreConfig(date=date, model_version=version, batch_rows=batch_rows), with_report=False)
-        docs = result.manifest["rows"]
+        store = Lake(lake)
+        config = ScoreConfig(date=date, model_version=version, batch_rows=batch_rows)
+        docs = score(store, config, with_report=False).predictions.manifest["rows"]
         seconds = time.perf_counter() - started
         report_started = time.perf_counter()
-        report(lake, date)
+        report(store, ReportConfig(date=date))
         return {"docs": docs, "seconds": seconds, "report_seconds": time.perf_counter() - report_started,
                 "peak_rss_mb": own_peak_rss_mb()}
     else:

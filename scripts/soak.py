@@ -19,6 +19,9 @@ from pathlib import Path
 
 from peak_rss import run_measured
 
+from textclf.config import EvaluateConfig, PromoteConfig
+from textclf.evaluate.stage import evaluate
+
 BIN = Path(sys.executable).parent
 FIRST_DATE = dt.date(2031, 1, 1)
 
@@ -37,8 +40,11 @@ def prepare_model(lake: str, work: Path) -> None:
         return
     labeled = work / "labeled.csv"
     write_corpus(CorpusSpec(rows=6000, seed=0), labeled)
-    ingest(lake, [str(labeled)], IngestConfig(kind="labeled", date="2030-12-31"))
-    promote(lake, train(lake, TrainConfig(explain_count=2)).version, force=True)
+    ingest(Lake(lake), IngestConfig(kind="labeled", date="2030-12-31", sources=(str(labeled),)))
+    store = Lake(lake)
+    version = train(store, TrainConfig()).version
+    evaluate(store, EvaluateConfig(model_version=version, explain_count=2))
+    promote(store, PromoteConfig(model_version=version, force=True))
 
 
 def check_partition(lake: str, date: str) -> dict[str, int]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.s3server import S3Server, start_s3_server
+from textclf.config import TrainConfig
+from textclf.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -82,3 +84,14 @@ def write_csv(path: Path, rows: list[tuple], header: tuple = ("id", "text", "lab
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def train_evaluated(lake: Lake, config: TrainConfig, explain_count: int = 2) -> str:
+    """Train a version and evaluate it, as ``textclf train`` does; returns the version id."""
+    from textclf.config import EvaluateConfig
+    from textclf.evaluate.stage import evaluate
+    from textclf.model.train import train
+
+    version = train(lake, config).version
+    evaluate(lake, EvaluateConfig(model_version=version, explain_count=explain_count))
+    return version

@@ -538,14 +538,14 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     config = IngestConfig(kind=case.kind, date=DATE)
     if case.outcome == ERROR:
         with pytest.raises(InputFileError) as info:
-            ingest(str(lake_dir), [str(source)], config)
+            ingest(Lake(str(lake_dir)), config.replaced(sources=(str(source),)))
         message = str(info.value)
         assert message.startswith(f"{source}: ") and case.error in message
         assert "\n" not in message and "Traceback" not in message
         assert_nothing_committed(lake_dir, case.kind)
         return
 
-    result = ingest(str(lake_dir), [str(source)], config)
+    result = ingest(Lake(str(lake_dir)), config.replaced(sources=(str(source),)))
     m = result.manifest
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"]
     assert (m["rows"], m["quarantine_reasons"], m["duplicates_removed"]) == (case.rows, case.reasons, case.duplicates)
@@ -566,14 +566,14 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["gz_truncated", "malformed_row_not_utf8"])
 def test_refusal_mid_file_keeps_the_previous_partition(name: str, tmp_path: Path) -> None:
     """Rows read before the problem showed up are not committed; the date's earlier partition stays whole."""
-    lake = str(tmp_path / "lake")
+    lake = Lake(str(tmp_path / "lake"))
     config = IngestConfig(kind="labeled", date=DATE)
-    before = ingest(lake, [str(FIXTURES / "quoted_newlines.csv")], config).manifest
+    before = ingest(lake, config.replaced(sources=(str(FIXTURES / "quoted_newlines.csv"),))).manifest
     with pytest.raises(InputFileError):
-        ingest(lake, [str(source_of(BY_NAME[name], tmp_path))], config)
-    Lake(lake).verify(dataset_key("labeled", DATE))
-    assert Lake(lake).read_manifest(dataset_key("labeled", DATE)) == before
-    assert len(Lake(lake).read_table(dataset_key("labeled", DATE))) == before["rows"] == 3
+        ingest(lake, config.replaced(sources=(str(source_of(BY_NAME[name], tmp_path)),)))
+    lake.verify(dataset_key("labeled", DATE))
+    assert lake.read_manifest(dataset_key("labeled", DATE)) == before
+    assert len(lake.read_table(dataset_key("labeled", DATE))) == before["rows"] == 3
 
 
 @pytest.mark.s3
@@ -583,7 +583,7 @@ def test_missing_s3_key_is_a_clear_error(s3_lake: str) -> None:
     lake = Lake(s3_lake)
     lake.write_bytes("landing/labeled/present.csv", (FIXTURES / "quoted_newlines.csv").read_bytes())
     with pytest.raises(InputFileError) as info:
-        ingest(lake, [f"{s3_lake}/landing/labeled/present.csv", uri], IngestConfig(kind="labeled", date=DATE))
+        ingest(lake, IngestConfig(kind="labeled", date=DATE, sources=(f"{s3_lake}/landing/labeled/present.csv", uri)))
     message = str(info.value)
     assert message.startswith(f"{uri}: ") and "does not exist" in message and "\n" not in message
     assert lake.list_partitions("datasets/labeled") == [] and lake.list_partitions("quarantine/labeled") == []

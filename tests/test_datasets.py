@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATASETS
-from textclf.config import IngestConfig
+from textclf.config import IngestConfig, ValidationConfig
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.validate.stage import validate
@@ -37,7 +37,7 @@ def test_real_dataset_ingests_and_validates(name: str, tmp_path: Path) -> None:
     src = dataset_file(name)
     source = pq.read_table(src, columns=["id", "label"])
     lake = Lake(str(tmp_path / "lake"))
-    m = ingest(lake, [str(src)], IngestConfig(kind="labeled", date=DATE)).manifest
+    m = ingest(lake, IngestConfig(kind="labeled", date=DATE, sources=(str(src),))).manifest
     assert m["input_rows"] == source.num_rows
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"]
     assert m["rows"] > 0.95 * source.num_rows
@@ -45,7 +45,7 @@ def test_real_dataset_ingests_and_validates(name: str, tmp_path: Path) -> None:
     assert set(kept.column("label").to_pylist()) == set(source.column("label").to_pylist())
     if name == "imdb_reviews":  # its reviews carry real <br /> markup, which ingest strips
         assert not any("<br />" in t for t in kept.column("text").to_pylist())
-    report = validate(lake, "labeled", DATE)
+    report = validate(lake, ValidationConfig(kind="labeled", date=DATE))
     assert report.success and report.failures == []
     assert sum(report.profile["word_bins"].values()) == m["rows"]
 
@@ -55,21 +55,22 @@ def test_real_dataset_from_s3_into_s3(s3_lake: str) -> None:
     src = dataset_file("ag_news_7600")
     lake = Lake(s3_lake)
     lake.upload(str(src), "landing/labeled/ag_news.parquet")
-    m = ingest(lake, [f"{s3_lake}/landing/labeled/ag_news.parquet"], IngestConfig(kind="unlabeled", date=DATE)).manifest
+    source = f"{s3_lake}/landing/labeled/ag_news.parquet"
+    m = ingest(lake, IngestConfig(kind="unlabeled", date=DATE, sources=(source,))).manifest
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"] == 7600
-    assert validate(lake, "unlabeled", DATE).success
+    assert validate(lake, ValidationConfig(kind="unlabeled", date=DATE)).success
 
 
 @pytest.mark.slow
 def test_default_model_on_a_real_dataset_beats_the_linear_baseline(tmp_path: Path) -> None:
     """ag_news through ingest, train and the report; the accuracy bar is the TF-IDF + SVM reference (88.4%)."""
+    from tests.conftest import train_evaluated
     from textclf.config import TrainConfig
-    from textclf.model.train import train
 
     lake = Lake(str(tmp_path / "lake"))
-    ingest(lake, [str(dataset_file("ag_news_7600"))], IngestConfig(kind="labeled", date=DATE))
+    ingest(lake, IngestConfig(kind="labeled", date=DATE, sources=(str(dataset_file("ag_news_7600")),)))
     # The pipeline's own split (10% test by id hash) is smaller than the reference's 20%, so allow its noise.
-    result = train(lake.uri, TrainConfig(), lake=lake)
-    assert result.metrics["accuracy"] >= 0.87
-    html = lake.read_bytes(f"models/{result.version}/report.html").decode()
+    version = train_evaluated(lake, TrainConfig())
+    assert lake.read_json(f"models/{version}/metrics.json")["accuracy"] >= 0.87
+    html = lake.read_bytes(f"models/{version}/report.html").decode()
     assert html.count("data:image/png;base64,") >= 5

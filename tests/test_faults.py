@@ -24,18 +24,18 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import train_evaluated
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, _free_ports, weed_binary
 from tests.test_scoring import check_contract
-from textclf.config import IngestConfig, TrainConfig
+from textclf.config import IngestConfig, PromoteConfig, ScoreConfig, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import StorageError
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake, S3Options
 from textclf.lake.layout import CHAMPION, dataset_key, predictions_key, quarantine_key, shard_key
 from textclf.model.registry import list_versions
-from textclf.model.train import train
 from textclf.promote.stage import promote
-from textclf.score.stage import ScoreConfig, score, score_shard
+from textclf.score.stage import score, score_shard
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 D = "2026-05-01"  # 30,000 documents, scored once by the fixture: the "old complete partition"
@@ -183,15 +183,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("faults")
     uri = str(tmp / "lake")
     write_corpus(CorpusSpec(rows=1500, seed=11, id_prefix="l-"), tmp / "labeled.csv")
-    ingest(uri, [str(tmp / "labeled.csv")], IngestConfig(kind="labeled", date="2026-04-30"))
-    champion = train(uri, TrainConfig(model="bow_mlp", epochs=2, explain_count=0)).version
-    promote(uri, champion)
-    other = train(uri, TrainConfig(model="bow_mlp", epochs=2, seed=1, explain_count=0)).version
+    ingest(Lake(uri), IngestConfig(kind="labeled", date="2026-04-30", sources=(str(tmp / "labeled.csv"),)))
+    champion = train_evaluated(Lake(uri), TrainConfig(model="bow_mlp", epochs=2), explain_count=0)
+    promote(Lake(uri), PromoteConfig(model_version=champion))
+    other = train_evaluated(Lake(uri), TrainConfig(model="bow_mlp", epochs=2, seed=1), explain_count=0)
     for date, rows, seed in ((D, ROWS_D, 12), (D2, 6_000, 13)):
         source = tmp / f"unlabeled-{date}.csv"
         write_corpus(CorpusSpec(rows=rows, labeled=False, seed=seed, id_prefix=f"u{seed}-"), source)
-        ingest(uri, [str(source)], IngestConfig(kind="unlabeled", date=date))
-    score(uri, ScoreConfig(date=D))
+        ingest(Lake(uri), IngestConfig(kind="unlabeled", date=date, sources=(str(source),)))
+    score(Lake(uri), ScoreConfig(date=D))
     return {"lake": tmp / "lake", "versions": (champion, other), "tmp": tmp}
 
 
@@ -289,7 +289,7 @@ def test_sigkill_one_shard_then_its_commit(lake: Lake, procs: Procs, tmp_path: P
     proc = procs.spawn("commit-stalled", score_args(lake, D, *shards, "--commit-only"), patch=STALL_AT_FIRST_COPY,
                        env={"FAULT_FLAG": str(flag), "FAULT_GO": str(go)})
     wait_for("the commit to stall before its first copy", flag.exists, proc, procs)
-    score_shard(lake, ScoreConfig(date=D, num_shards=3, batch_rows=2048), 2)
+    score_shard(lake, ScoreConfig(date=D, num_shards=3, batch_rows=2048, shard=2))
     go.touch()
     assert_one_line_error(procs.result(proc), "score", 5, "shard 2 of 3 for 2026-05-01 was rescored")
     assert reader_view(lake, D, old) == "old"
@@ -468,7 +468,7 @@ def test_s3_server_dies_during_ingest(own_s3: RestartableS3, s3_copy: Lake, proc
 def test_s3_server_dies_during_training(own_s3: RestartableS3, s3_copy: Lake, procs: Procs) -> None:
     lake = s3_copy
     versions = list_versions(lake)
-    args = [TEXTCLF, "train", "--lake", lake.uri, "--model", "bow_mlp", "--epochs", "2", "--set", "explain_count=0"]
+    args = [TEXTCLF, "train", "--lake", lake.uri, "--model", "bow_mlp", "--epochs", "2", "--explain", "0"]
     proc = procs.spawn("train", args, env=own_s3.env)
     wait_for("the first epoch", lambda: "epoch 1:" in procs.stderr(proc), proc, procs)
     own_s3.kill()

@@ -66,7 +66,7 @@ DIRTY_CSV = (
 def test_every_malformed_case_goes_to_quarantine_with_its_reason(tmp_path: Path) -> None:
     src = tmp_path / "dirty.csv"
     src.write_bytes(DIRTY_CSV)
-    result = ingest(str(tmp_path / "lake"), [str(src)], labeled(max_text_chars=50))
+    result = ingest(Lake(str(tmp_path / "lake")), labeled(max_text_chars=50, sources=(str(src),)))
     m = result.manifest
     assert_counts_add_up(m)
     assert (m["input_rows"], m["rows"], m["duplicates_removed"]) == (17, 5, 1)
@@ -125,7 +125,7 @@ ROWS = [{"id": f"d{i}", "text": f"text number {i}, with \"quotes\" and a comma; 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "csv.gz", "jsonl.zst", "tsv.zst"])
 def test_every_format_gives_the_same_partition(tmp_path: Path, fmt: str) -> None:
     path = write_formats(tmp_path, ROWS)[fmt]
-    result = ingest(str(tmp_path / "lake"), [str(path)], labeled())
+    result = ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(path),)))
     assert result.manifest["rows"] == 50 and result.manifest["quarantined_rows"] == 0
     data, _ = read(str(tmp_path / "lake"))
     assert [(r["doc_id"], r["text"], r["label"]) for r in data] == [(r["id"], r["text"], r["label"]) for r in ROWS]
@@ -136,20 +136,20 @@ def test_every_format_gives_the_same_partition(tmp_path: Path, fmt: str) -> None
 def test_configurable_columns_and_integer_ids(tmp_path: Path) -> None:
     table = pa.table({"key": [1, 2], "body": ["one", "two"], "y": ["x", "z"]})
     pq.write_table(table, tmp_path / "in.parquet")
-    ingest(str(tmp_path / "lake"), [str(tmp_path / "in.parquet")],
-           labeled(id_col="key", text_col="body", label_col="y", id_col_required=True))
+    ingest(Lake(str(tmp_path / "lake")), labeled(id_col="key", text_col="body", label_col="y", id_col_required=True,
+                                                      sources=(str(tmp_path / "in.parquet"),)))
     data, _ = read(str(tmp_path / "lake"))
     assert [(r["doc_id"], r["text"], r["label"]) for r in data] == [("1", "one", "x"), ("2", "two", "z")]
 
 
 def test_without_id_column_ids_are_stable_text_hashes(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", [("same text",), ("other text",), ("same   text",)], header=("text",))
-    result = ingest(str(tmp_path / "lake"), [str(tmp_path / "a.csv")], unlabeled())
+    result = ingest(Lake(str(tmp_path / "lake")), unlabeled(sources=(str(tmp_path / "a.csv"),)))
     data, _ = read(str(tmp_path / "lake"), "unlabeled")
     ids = [r["doc_id"] for r in data]
     assert len(ids) == 2 and all(i.startswith("h") for i in ids)
     assert result.manifest["duplicates_removed"] == 1  # "same   text" normalises to "same text"
-    ingest(str(tmp_path / "lake2"), [str(tmp_path / "a.csv")], unlabeled())
+    ingest(Lake(str(tmp_path / "lake2")), unlabeled(sources=(str(tmp_path / "a.csv"),)))
     assert [r["doc_id"] for r in read(str(tmp_path / "lake2"), "unlabeled")[0]] == ids
 
 
@@ -157,8 +157,8 @@ def test_duplicates_across_files_batches_and_part_files(tmp_path: Path) -> None:
     rows = [(f"id{i % 40}", f"text {i % 40}", "ab"[i % 2 if i < 40 else (i % 40) % 2]) for i in range(100)]
     write_csv(tmp_path / "a.csv", rows[:60])
     write_csv(tmp_path / "b.csv", rows[60:])
-    result = ingest(str(tmp_path / "lake"), [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")],
-                    labeled(batch_rows=7, max_rows_per_file=15))
+    result = ingest(Lake(str(tmp_path / "lake")), labeled(batch_rows=7, max_rows_per_file=15,
+                                                          sources=(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"))))
     m = result.manifest
     assert_counts_add_up(m)
     assert (m["rows"], m["duplicates_removed"], m["quarantined_rows"]) == (40, 60, 0)
@@ -185,8 +185,8 @@ def test_duplicate_id_positions() -> None:
 def test_single_worker_gives_the_same_partition(tmp_path: Path) -> None:
     src = tmp_path / "dirty.csv"
     src.write_bytes(DIRTY_CSV * 3)
-    one = ingest(str(tmp_path / "one"), [str(src)], labeled(workers=1, batch_rows=4)).manifest
-    two = ingest(str(tmp_path / "two"), [str(src)], labeled(workers=3, batch_rows=4)).manifest
+    one = ingest(Lake(str(tmp_path / "one")), labeled(workers=1, batch_rows=4, sources=(str(src),))).manifest
+    two = ingest(Lake(str(tmp_path / "two")), labeled(workers=3, batch_rows=4, sources=(str(src),))).manifest
     for key in ("input_rows", "rows", "quarantined_rows", "duplicates_removed", "quarantine_reasons"):
         assert one[key] == two[key]
     assert read(str(tmp_path / "one")) == read(str(tmp_path / "two"))
@@ -194,7 +194,7 @@ def test_single_worker_gives_the_same_partition(tmp_path: Path) -> None:
 
 def test_unlabeled_ignores_label_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "u.csv", [("1", "some text", "")])
-    ingest(str(tmp_path / "lake"), [str(tmp_path / "u.csv")], unlabeled())
+    ingest(Lake(str(tmp_path / "lake")), unlabeled(sources=(str(tmp_path / "u.csv"),)))
     data, rejects = read(str(tmp_path / "lake"), "unlabeled")
     assert data == [{"doc_id": "1", "text": "some text", "source_file": str(tmp_path / "u.csv"), "source_row": 1}]
     assert rejects == []
@@ -205,7 +205,7 @@ def test_jsonl_bad_lines_are_quarantined(tmp_path: Path) -> None:
     src.write_bytes(b'{"id": "1", "text": "fine", "label": "a"}\n{"id": "2", "text": \n[1, 2]\n'
                     b'{"id": 3, "text": 42, "label": "a"}\n{"id": "4", "text": "bad \x81\x8d", "label": "a"}\n\n'
                     b'{"id": "5", "text": "caf\xe9 cr\xe8me", "label": "a"}\n')
-    m = ingest(str(tmp_path / "lake"), [str(src)], labeled()).manifest
+    m = ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(src),))).manifest
     assert_counts_add_up(m)
     assert [(r["doc_id"], r["text"]) for r in read(str(tmp_path / "lake"))[0]] == [("1", "fine"), ("5", "café crème")]
     assert m["quarantine_reasons"] == {"invalid_encoding": 1, "malformed_row": 3}
@@ -227,7 +227,7 @@ def test_unreadable_file_fails_with_one_line_and_writes_nothing(tmp_path: Path, 
     src = tmp_path / name
     src.write_bytes(content)
     with pytest.raises(InputFileError) as info:
-        ingest(str(tmp_path / "lake"), [str(src)], labeled())
+        ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(src),)))
     assert str(src) in str(info.value) and message in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "lake").exists() or not any(p.is_file() for p in (tmp_path / "lake").rglob("*"))
@@ -235,12 +235,12 @@ def test_unreadable_file_fails_with_one_line_and_writes_nothing(tmp_path: Path, 
 
 def test_truncated_parquet_fails_and_keeps_previous_partition(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "good.parquet")
-    lake = str(tmp_path / "lake")
-    ingest(lake, [str(tmp_path / "good.parquet")], labeled())
+    lake = Lake(str(tmp_path / "lake"))
+    ingest(lake, labeled(sources=(str(tmp_path / "good.parquet"),)))
     data = (tmp_path / "good.parquet").read_bytes()
     (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputFileError, match="cut.parquet"):
-        ingest(lake, [str(tmp_path / "cut.parquet")], labeled())
+        ingest(lake, labeled(sources=(str(tmp_path / "cut.parquet"),)))
     assert len(read(lake)[0]) == 50
 
 
@@ -248,34 +248,35 @@ def test_failure_in_second_file_writes_nothing(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", [("1", "ok", "a")])
     (tmp_path / "b.parquet").write_bytes(b"PAR1" + b"\0" * 100)
     with pytest.raises(InputFileError, match="b.parquet"):
-        ingest(str(tmp_path / "lake"), [str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], labeled())
+        ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(tmp_path / "a.csv"), str(tmp_path / "b.parquet"))))
     assert Lake(str(tmp_path / "lake")).list_partitions("datasets/labeled") == []
 
 
 def test_unterminated_quote_is_a_malformed_row(tmp_path: Path) -> None:
     (tmp_path / "q.csv").write_bytes(b'id,text,label\n1,fine,a\n2,"unterminated quote,a\n')
-    m = ingest(str(tmp_path / "lake"), [str(tmp_path / "q.csv")], labeled()).manifest
+    m = ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(tmp_path / "q.csv"),))).manifest
     assert (m["rows"], m["quarantine_reasons"]) == (1, {"malformed_row": 1})
 
 
 def test_explicit_id_column_must_exist(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", [("1", "ok", "a")])
     with pytest.raises(InputFileError, match="no id column 'doc'"):
-        ingest(str(tmp_path / "lake"), [str(tmp_path / "a.csv")], labeled(id_col="doc", id_col_required=True))
+        ingest(Lake(str(tmp_path / "lake")),
+               labeled(id_col="doc", id_col_required=True, sources=(str(tmp_path / "a.csv"),)))
 
 
 def test_missing_source_file(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="does not exist"):
-        ingest(str(tmp_path / "lake"), [str(tmp_path / "nope.csv")], labeled())
+        ingest(Lake(str(tmp_path / "lake")), labeled(sources=(str(tmp_path / "nope.csv"),)))
 
 
 def test_rerun_replaces_partition_and_quarantine(tmp_path: Path) -> None:
-    lake = str(tmp_path / "lake")
+    lake = Lake(str(tmp_path / "lake"))
     src = tmp_path / "dirty.csv"
     src.write_bytes(DIRTY_CSV)
-    ingest(lake, [str(src)], labeled())
+    ingest(lake, labeled(sources=(str(src),)))
     write_csv(tmp_path / "clean.csv", [("x", "only row", "a")])
-    m = ingest(lake, [str(tmp_path / "clean.csv")], labeled()).manifest
+    m = ingest(lake, labeled(sources=(str(tmp_path / "clean.csv"),))).manifest
     data, rejects = read(lake)
     assert [r["doc_id"] for r in data] == ["x"] and rejects == [] and m["input_rows"] == 1
 
@@ -286,7 +287,7 @@ def test_ingest_from_and_to_real_s3(tmp_path: Path, s3_lake: str) -> None:
     src.write_bytes(DIRTY_CSV)
     lake = Lake(s3_lake)
     lake.write_bytes("landing/dirty.csv", src.read_bytes())
-    result = ingest(lake, [f"{s3_lake}/landing/dirty.csv"], labeled(max_text_chars=50))
+    result = ingest(lake, labeled(max_text_chars=50, sources=(f"{s3_lake}/landing/dirty.csv",)))
     assert result.dataset_uri.startswith("s3://")
     assert_counts_add_up(result.manifest)
     assert result.manifest["rows"] == 5

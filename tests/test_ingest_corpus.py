@@ -28,8 +28,9 @@ def test_dirty_corpus_is_fully_accounted_for(tmp_path: Path, ext: str) -> None:
     spec = CorpusSpec(rows=3_000, labeled=True, seed=3, dirty_fraction=0.05, max_text_chars=5_000)
     stats = write_corpus(spec, tmp_path / f"dirty.{ext}")
     lake = Lake(str(tmp_path / "lake"))
-    m = ingest(lake, [str(tmp_path / f"dirty.{ext}")],
-               IngestConfig(kind="labeled", date="2026-11-21", max_text_chars=5_000)).manifest
+    config = IngestConfig(kind="labeled", date="2026-11-21", max_text_chars=5_000,
+                          sources=(str(tmp_path / f"dirty.{ext}"),))
+    m = ingest(lake, config).manifest
     assert m["input_rows"] == stats.rows
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"]
     reasons = m["quarantine_reasons"]

@@ -91,12 +91,14 @@ def test_set_overrides_are_typed_and_checked() -> None:
     assert resolve_params(config).dropout == resolve_params(TrainConfig()).dropout  # none: the default
     with pytest.raises(UsageError, match="unknown setting 'lr'"):
         TrainConfig().with_overrides(["lr=0.1"])
-    with pytest.raises(UsageError, match="units expects int"):
+    with pytest.raises(UsageError, match="units must be a valid integer, got 'many'"):
         TrainConfig().with_overrides(["units=many"])
     with pytest.raises(UsageError, match="KEY=VALUE"):
         TrainConfig().with_overrides(["units"])
-    with pytest.raises(UsageError, match="dropout"):
+    with pytest.raises(UsageError, match="dropout must be less than 1, got '1.5'"):
         TrainConfig().with_overrides(["dropout=1.5"])
+    with pytest.raises(UsageError, match="optimizer must be 'adam', 'adamw' or 'rmsprop', got 'sgd'"):
+        TrainConfig().with_overrides(["optimizer=sgd"])
     with pytest.raises(UsageError, match="unknown model architecture 'gpt'"):
         resolve_params(TrainConfig(model="gpt"))
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from textclf.config import IngestConfig, PromotionPolicy, TrainConfig
+from tests.conftest import train_evaluated
+from textclf.config import EvaluateConfig, IngestConfig, PromoteConfig, PromotionPolicy, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import ModelError, ModelIntegrityError
 from textclf.evaluate.stage import evaluate
@@ -18,20 +19,19 @@ from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.lake.layout import MODEL_FILE, version_key
 from textclf.model.registry import load_model, read_champion, read_version
-from textclf.model.train import train
 from textclf.promote.gate import decide
 from textclf.promote.stage import promote
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 REPORT_SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
                    "probability-correlation", "probability-map", "projector", "explanations", "label-errors")
-FAST = TrainConfig(epochs=4, explain_count=3)
+FAST = TrainConfig(epochs=4)
 
 
 def add_labeled(lake_uri: str, tmp: Path, date: str, rows: int, seed: int) -> None:
     source = tmp / f"labeled-{date}-{seed}.csv"
     write_corpus(CorpusSpec(rows=rows, seed=seed, id_prefix=f"d{seed}-"), source)
-    ingest(lake_uri, [str(source)], IngestConfig(kind="labeled", date=date))
+    ingest(Lake(lake_uri), IngestConfig(kind="labeled", date=date, sources=(str(source),)))
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,7 @@ def base_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("registry")
     lake = tmp / "lake"
     add_labeled(str(lake), tmp, "2026-03-01", 900, seed=1)
-    result = train(str(lake), FAST)
-    return lake, result.version
+    return lake, train_evaluated(Lake(str(lake)), FAST)
 
 
 @pytest.fixture
@@ -85,35 +84,35 @@ def test_versions_are_immutable(base_lake: tuple[Path, str], tmp_path: Path) -> 
 
 def test_gate_promotes_refuses_and_forces(lake: tuple[str, str]) -> None:
     uri, first = lake
-    decision = promote(uri, first)
-    assert decision["decision"] == "promoted" and decision["champion"] == first
+    decision = promote(Lake(uri), PromoteConfig(model_version=first))
+    assert decision.decision == "promoted" and decision.champion == first
     # Thirty words of vocabulary, mostly stop words: a real model, clearly worse than the champion.
-    weak = train(uri, FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1)).version
-    refused = promote(uri, weak)
-    assert refused["decision"] == "refused" and refused["champion"] == first
-    assert any("macro-F1" in r and "<" in r for r in refused["reasons"])
-    forced = promote(uri, weak, force=True)
-    assert forced["decision"] == "forced" and forced["champion"] == weak
+    weak = train_evaluated(Lake(uri), FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1))
+    refused = promote(Lake(uri), PromoteConfig(model_version=weak))
+    assert refused.decision == "refused" and refused.champion == first
+    assert any("macro-F1" in r and "<" in r for r in refused.reasons)
+    forced = promote(Lake(uri), PromoteConfig(model_version=weak, force=True))
+    assert forced.decision == "forced" and forced.champion == weak
     state = read_champion(Lake(uri))
     assert [h["decision"] for h in state["history"]] == ["promoted", "refused", "forced"]
     assert state["champion"]["forced"] is True
     assert state["history"][1]["champion"]["version"] == first
-    assert promote(uri, weak)["decision"] == "unchanged"
+    assert promote(Lake(uri), PromoteConfig(model_version=weak)).decision == "unchanged"
 
 
 def test_first_model_must_clear_the_floor(lake: tuple[str, str]) -> None:
     uri, version = lake
-    result = promote(uri, version, PromotionPolicy(min_accuracy=0.999))
-    assert result["decision"] == "refused" and result["champion"] is None
-    assert "floor 0.9990" in result["reasons"][0]
+    result = promote(Lake(uri), PromoteConfig(model_version=version, policy=PromotionPolicy(min_accuracy=0.999)))
+    assert result.decision == "refused" and result.champion is None
+    assert "floor 0.9990" in result.reasons[0]
 
 
 def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, str], tmp_path: Path) -> None:
     uri, first = lake
-    promote(uri, first)
+    promote(Lake(uri), PromoteConfig(model_version=first))
     add_labeled(uri, tmp_path, "2026-03-02", 400, seed=2)
-    second = train(uri, FAST).version
-    result = promote(uri, second)
+    second = train_evaluated(Lake(uri), FAST)
+    result = promote(Lake(uri), PromoteConfig(model_version=second))
     record = read_champion(Lake(uri))["history"][-1]
     recorded = Lake(uri).read_json(f"models/{first}/metrics.json")
     assert record["test_split"]["rows"] > recorded["test_split"]["rows"]
@@ -127,7 +126,7 @@ def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, st
     expected = metrics_on(lambda texts: predict_texts(champion.model, texts), champion.classes, test)
     assert record["champion"]["macro_f1"] == pytest.approx(expected["macro_f1"])
     assert record["test_split"]["fingerprint"] == expected["test_split"]["fingerprint"]
-    assert result["reasons"] == record["reasons"]
+    assert list(result.reasons) == record["reasons"]
 
 
 def test_decide_is_the_contract() -> None:
@@ -151,7 +150,7 @@ def test_tampered_model_is_refused(lake: tuple[str, str]) -> None:
     with pytest.raises(ModelIntegrityError, match="fails its checksum"):
         load_model(Lake(uri), version)
     with pytest.raises(ModelIntegrityError):
-        evaluate(uri, version)
+        evaluate(Lake(uri), EvaluateConfig(model_version=version))
 
 
 def test_model_with_lambda_layer_is_refused_even_with_a_matching_manifest(lake: tuple[str, str],
@@ -181,7 +180,7 @@ def test_model_with_lambda_layer_is_refused_even_with_a_matching_manifest(lake: 
 def test_evaluate_rewrites_the_evaluation_and_keeps_the_model(lake: tuple[str, str]) -> None:
     uri, version = lake
     before = read_version(Lake(uri), version)
-    summary = evaluate(uri, version)
+    summary = evaluate(Lake(uri), EvaluateConfig(model_version=version)).summary()
     after = Lake(uri).verify(version_key(version))
     assert after["model_sha256"] == before["model_sha256"] and "reevaluated_at" in after
     assert summary["metrics"]["n"] == Lake(uri).read_json(f"models/{version}/metrics.json")["n"]
@@ -190,14 +189,14 @@ def test_evaluate_rewrites_the_evaluation_and_keeps_the_model(lake: tuple[str, s
 def test_unknown_version_is_a_clear_error(lake: tuple[str, str]) -> None:
     uri, version = lake
     with pytest.raises(ModelError, match=f"not found.*{version}"):
-        promote(uri, "20990101T000000Z-nope-000000")
+        promote(Lake(uri), PromoteConfig(model_version="20990101T000000Z-nope-000000"))
 
 
 @pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_cli_train_then_promote(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     uri = str(tmp_path / "lake") if where == "local" else request.getfixturevalue("s3_lake")
     add_labeled(uri, tmp_path, "2026-04-01", 1500, seed=5)
-    proc = subprocess.run([TEXTCLF, "train", "--lake", uri, "--epochs", "10", "--set", "explain_count=2"],
+    proc = subprocess.run([TEXTCLF, "train", "--lake", uri, "--epochs", "10", "--explain", "2"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     trained = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -214,3 +213,27 @@ def test_cli_unknown_architecture_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([TEXTCLF, "train", "--lake", str(tmp_path), "--model", "gpt"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "unknown model architecture 'gpt'" in proc.stderr
+
+
+def test_a_failed_evaluation_keeps_the_trained_version_and_the_gate_waits_for_it(
+        lake: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import textclf.evaluate.stage as evaluate_stage
+    from textclf.model.train import train
+
+    uri, _ = lake
+    version = train(Lake(uri), FAST.with_overrides(epochs=1)).version
+
+    def broken_report(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("the report template is broken")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate_stage, "render_report", broken_report)
+        with pytest.raises(RuntimeError, match="template is broken"):
+            evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0))
+    assert read_version(Lake(uri), version)["model_sha256"]  # the trained version is registered, whole
+    assert not Lake(uri).exists(f"{version_key(version)}/metrics.json")
+    with pytest.raises(ModelError, match=f"{version} has not been evaluated.*textclf evaluate --model-version"):
+        promote(Lake(uri), PromoteConfig(model_version=version))
+    evaluated = evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0))  # the retry works
+    assert evaluated.metrics["n"] > 0
+    assert promote(Lake(uri), PromoteConfig(model_version=version)).decision in ("promoted", "refused")

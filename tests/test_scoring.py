@@ -11,15 +11,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from textclf.config import IngestConfig, TrainConfig
+from tests.conftest import train_evaluated
+from textclf.config import IngestConfig, PromoteConfig, ScoreConfig, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, predictions_key
-from textclf.model.train import train
 from textclf.promote.stage import promote
 from textclf.score.predictions import prediction_schema
-from textclf.score.stage import ScoreConfig, score
+from textclf.score.stage import score
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 DATE = "2026-05-01"
@@ -29,12 +29,12 @@ def build_lake(uri: str, tmp: Path) -> None:
     """Labeled data, a promoted champion, and a dirty unlabeled partition for DATE."""
     labeled = tmp / "labeled.csv"
     write_corpus(CorpusSpec(rows=1500, seed=11, id_prefix="l-"), labeled)
-    ingest(uri, [str(labeled)], IngestConfig(kind="labeled", date="2026-04-30"))
-    version = train(uri, TrainConfig(epochs=4, explain_count=2)).version
-    promote(uri, version)
+    ingest(Lake(uri), IngestConfig(kind="labeled", date="2026-04-30", sources=(str(labeled),)))
+    version = train_evaluated(Lake(uri), TrainConfig(epochs=4))
+    promote(Lake(uri), PromoteConfig(model_version=version))
     unlabeled = tmp / "unlabeled.jsonl"
     write_corpus(CorpusSpec(rows=900, labeled=False, seed=12, dirty_fraction=0.05, id_prefix="u-"), unlabeled)
-    ingest(uri, [str(unlabeled)], IngestConfig(kind="unlabeled", date=DATE))
+    ingest(Lake(uri), IngestConfig(kind="unlabeled", date=DATE, sources=(str(unlabeled),)))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def check_contract(lake: Lake, date: str) -> tuple[dict, list[dict]]:
 
 
 def test_score_writes_the_contract(lake: Lake) -> None:
-    result = score(lake.uri, ScoreConfig(date=DATE))
+    result = score(lake, ScoreConfig(date=DATE))
     manifest, _ = check_contract(lake, DATE)
     assert manifest["quarantined_rows"] > 0  # the dirty corpus put some rows in quarantine
     assert result.summary()["rows"] == manifest["rows"]
@@ -92,9 +92,9 @@ def test_score_writes_the_contract(lake: Lake) -> None:
 
 
 def test_rerun_replaces_the_partition(lake: Lake) -> None:
-    score(lake.uri, ScoreConfig(date=DATE, rows_per_file=300, batch_rows=100))
+    score(lake, ScoreConfig(date=DATE, rows_per_file=300, batch_rows=100))
     first = lake.require_manifest(predictions_key(DATE))
-    score(lake.uri, ScoreConfig(date=DATE))
+    score(lake, ScoreConfig(date=DATE))
     manifest, _ = check_contract(lake, DATE)
     assert len(first["files"]) > 1 and len(manifest["files"]) == 1
     on_disk = sorted(p.name for p in Path(lake.path(predictions_key(DATE))).iterdir())
@@ -104,9 +104,9 @@ def test_rerun_replaces_the_partition(lake: Lake) -> None:
 
 
 def test_sharded_and_unsharded_scoring_agree(lake: Lake) -> None:
-    score(lake.uri, ScoreConfig(date=DATE))
+    score(lake, ScoreConfig(date=DATE))
     _, whole = check_contract(lake, DATE)
-    score(lake.uri, ScoreConfig(date=DATE, num_shards=3))
+    score(lake, ScoreConfig(date=DATE, num_shards=3))
     manifest, sharded = check_contract(lake, DATE)
     assert manifest["num_shards"] == 3 and len(manifest["files"]) == 3
     key = {r["doc_id"]: (r["predicted_label"], r["top_labels"], r["top_probs"]) for r in whole}
@@ -114,7 +114,7 @@ def test_sharded_and_unsharded_scoring_agree(lake: Lake) -> None:
 
 
 def test_crash_before_the_manifest_leaves_nothing_visible(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
-    score(lake.uri, ScoreConfig(date=DATE))
+    score(lake, ScoreConfig(date=DATE))
     original = Lake.write_bytes
 
     def crash_on_manifest(self: Lake, key: str, data: bytes) -> str:
@@ -124,10 +124,10 @@ def test_crash_before_the_manifest_leaves_nothing_visible(lake: Lake, monkeypatc
 
     monkeypatch.setattr(Lake, "write_bytes", crash_on_manifest)
     with pytest.raises(KeyboardInterrupt):
-        score(lake.uri, ScoreConfig(date=DATE))
+        score(lake, ScoreConfig(date=DATE))
     assert lake.read_manifest(predictions_key(DATE)) is None  # readers see no partition, not a mix
     monkeypatch.setattr(Lake, "write_bytes", original)
-    score(lake.uri, ScoreConfig(date=DATE))
+    score(lake, ScoreConfig(date=DATE))
     check_contract(lake, DATE)
 
 
@@ -135,11 +135,11 @@ def test_a_commit_that_dies_halfway_can_be_run_again(lake: Lake, monkeypatch: py
     from textclf.errors import StorageError
     from textclf.score.stage import commit_predictions, score_shard
 
-    score(lake.uri, ScoreConfig(date=DATE))
+    score(lake, ScoreConfig(date=DATE))
     before = lake.require_manifest(predictions_key(DATE))
     config = ScoreConfig(date=DATE, num_shards=3)
     for shard in range(3):
-        score_shard(lake, config, shard)
+        score_shard(lake, config.replaced(shard=shard))
     original, copies = Lake.copy, []
 
     def fail_second_copy(self: Lake, src: str, dst: str) -> None:
@@ -150,22 +150,24 @@ def test_a_commit_that_dies_halfway_can_be_run_again(lake: Lake, monkeypatch: py
 
     monkeypatch.setattr(Lake, "copy", fail_second_copy)
     with pytest.raises(StorageError, match="simulated"):
-        commit_predictions(lake, DATE, 3)
+        commit_predictions(lake, ScoreConfig(date=DATE, num_shards=3))
     assert lake.require_manifest(predictions_key(DATE)) == before  # the old partition is still served whole
     monkeypatch.setattr(Lake, "copy", original)
-    published = commit_predictions(lake, DATE, 3)  # every shard file is still there: the retry succeeds
+    # every shard file is still there: the retry succeeds
+    published = commit_predictions(lake, ScoreConfig(date=DATE, num_shards=3)).manifest
     manifest, _ = check_contract(lake, DATE)
     assert manifest["num_shards"] == 3 and manifest["created_at"] == published["created_at"]
-    assert commit_predictions(lake, DATE, 3) == published  # a retry after success changes nothing
+    # a retry after success changes nothing
+    assert commit_predictions(lake, ScoreConfig(date=DATE, num_shards=3)).manifest == published
 
 
 def test_shard_commit_refuses_missing_shards(lake: Lake) -> None:
     from textclf.errors import StorageError
     from textclf.score.stage import commit_predictions, score_shard
 
-    score_shard(lake, ScoreConfig(date=DATE, num_shards=2), 0)
+    score_shard(lake, ScoreConfig(date=DATE, num_shards=2, shard=0))
     with pytest.raises(StorageError, match="shard 1 of 2"):
-        commit_predictions(lake, DATE, 2)
+        commit_predictions(lake, ScoreConfig(date=DATE, num_shards=2))
 
 
 def test_drift_turns_into_visible_warnings(lake: Lake, tmp_path: Path) -> None:
@@ -178,10 +180,10 @@ def test_drift_turns_into_visible_warnings(lake: Lake, tmp_path: Path) -> None:
         fh.write("id,text\n")
         for i in range(400):
             fh.write(f"f{i},{' '.join(rng.choices(words, k=rng.randint(120, 400)))}\n")
-    ingest(lake, [str(foreign)], IngestConfig(kind="unlabeled", date="2026-05-02"))
-    result = score(lake.uri, ScoreConfig(date="2026-05-02"))
-    assert result.report and result.report["warnings"]
-    names = {w["name"] for w in result.report["warnings"]}
+    ingest(lake, IngestConfig(kind="unlabeled", date="2026-05-02", sources=(str(foreign),)))
+    result = score(lake, ScoreConfig(date="2026-05-02"))
+    assert result.report and result.report.warnings
+    names = {w["name"] for w in result.report.content["warnings"]}
     assert "oov_rate" in names and "length_psi" in names
     html = lake.read_bytes("reports/run_date=2026-05-02/report.html").decode()
     assert "PSI" in html
@@ -192,9 +194,9 @@ def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:
 
     unlabeled = tmp_path / "u.csv"
     unlabeled.write_text("id,text\n1,hello world\n")
-    ingest(str(tmp_path / "lake"), [str(unlabeled)], IngestConfig(kind="unlabeled", date=DATE))
+    ingest(Lake(str(tmp_path / "lake")), IngestConfig(kind="unlabeled", date=DATE, sources=(str(unlabeled),)))
     with pytest.raises(ModelError, match="no champion"):
-        score(str(tmp_path / "lake"), ScoreConfig(date=DATE))
+        score(Lake(str(tmp_path / "lake")), ScoreConfig(date=DATE))
 
 
 @pytest.mark.s3
@@ -221,7 +223,7 @@ def test_consumer_guide_recipes_read_the_right_rows(lake: Lake) -> None:
     import pandas as pd
     import pyarrow.dataset as ds
 
-    score(lake.uri, ScoreConfig(date=DATE), with_report=False)
+    score(lake, ScoreConfig(date=DATE), with_report=False)
     Path(lake.path("predictions/run_date=2026-05-09")).mkdir(parents=True)  # a run that died: no manifest
     (Path(lake.path("predictions/run_date=2026-05-09")) / "part-00000-00000.parquet").write_bytes(b"partial")
     base = lake.path(predictions_key(DATE))

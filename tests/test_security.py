@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import train_evaluated
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from textclf.config import IngestConfig, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
@@ -46,7 +47,6 @@ from textclf.ingest.stage import ingest
 from textclf.lake import Lake, S3Options
 from textclf.lake.layout import MANIFEST, MODEL_FILE
 from textclf.model.registry import load_model
-from textclf.model.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
@@ -94,9 +94,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A local lake with one cheaply trained version (tests that change it work on a copy)."""
     tmp = tmp_path_factory.mktemp("security")
     lake = tmp / "lake"
-    ingest(str(lake), [str(_hostile_corpus(tmp))], IngestConfig(kind="labeled", date=DATE))
-    result = train(str(lake), TrainConfig(model="bow_mlp", epochs=1, explain_count=2))
-    return lake, result.version
+    ingest(Lake(str(lake)), IngestConfig(kind="labeled", date=DATE, sources=(str(_hostile_corpus(tmp)),)))
+    return lake, train_evaluated(Lake(str(lake)), TrainConfig(model="bow_mlp", epochs=1))
 
 
 @pytest.fixture
@@ -311,7 +310,7 @@ def test_credentials_never_appear_in_output_errors_or_the_lake(s3_lake: str, s3_
         assert proc.returncode == 0, proc.stderr
     proc = step("validate", "--lake", s3_lake, "--kind", "labeled", "--date", DATE)
     assert proc.returncode == 0, proc.stderr
-    proc = step("train", "--lake", s3_lake, "--model", "bow_mlp", "--epochs", "1", "--set", "explain_count=1")
+    proc = step("train", "--lake", s3_lake, "--model", "bow_mlp", "--epochs", "1", "--explain", "1")
     assert proc.returncode == 0, proc.stderr
     version = json.loads(proc.stdout.strip().splitlines()[-1])["model_version"]
     proc = step("promote", "--lake", s3_lake, "--model-version", version, "--force")

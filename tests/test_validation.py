@@ -20,7 +20,7 @@ from textclf.lake import Lake
 from textclf.lake.layout import MANIFEST, dataset_key, validation_key
 from textclf.validate.expectations import check_schema, describe, expectation_specs
 from textclf.validate.profile import profile, render_profile_html, text_stats
-from textclf.validate.stage import ValidationReport, validate
+from textclf.validate.stage import ValidationResult, validate
 
 WORDS = ["parcel", "refund", "invoice", "late", "broken", "thanks", "order", "account", "password", "card"]
 
@@ -43,7 +43,7 @@ def labeled_rows(counts: dict[str, int], prefix: str = "") -> list[tuple]:
 def ingest_rows(lake: str, tmp: Path, kind: str, date: str, rows: list[tuple]) -> None:
     header = ("id", "text", "label") if kind == "labeled" else ("id", "text")
     csv = write_csv(tmp / f"{kind}-{date}.csv", rows, header)
-    ingest(lake, [str(csv)], IngestConfig(kind=kind, date=date))  # type: ignore[arg-type]
+    ingest(Lake(lake), IngestConfig(kind=kind, date=date, sources=(str(csv),)))  # type: ignore[arg-type]
 
 
 def write_dataset(lake: str, kind: str, date: str, table: pa.Table) -> None:
@@ -55,10 +55,9 @@ def write_dataset(lake: str, kind: str, date: str, table: pa.Table) -> None:
         writer.commit({"kind": kind, "ingest_date": date})
 
 
-def run(lake: str, kind: str, date: str, config: ValidationConfig | None = None,
-        ) -> ValidationReport | ValidationFailedError:
+def run(lake: str, kind: str, date: str, **thresholds: object) -> ValidationResult | ValidationFailedError:
     try:
-        return validate(lake, kind, date, config)  # type: ignore[arg-type]
+        return validate(Lake(lake), ValidationConfig.build(kind=kind, date=date, **thresholds))
     except ValidationFailedError as exc:
         return exc
 
@@ -103,15 +102,15 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def good_labeled(lake: str) -> ValidationReport:
-    return validate(lake, "labeled", GOOD)
+def good_labeled(lake: str) -> ValidationResult:
+    return validate(Lake(lake), ValidationConfig(kind="labeled", date=GOOD))
 
 
 # -- end to end on a lake ----------------------------------------------------------------------------
 
 
 def test_good_labeled_partition_passes_and_writes_results_profile_and_docs(
-        lake: str, good_labeled: ValidationReport) -> None:
+        lake: str, good_labeled: ValidationResult) -> None:
     report = good_labeled
     assert report.success and report.failures == [] and report.warnings == []
     key = validation_key("labeled", GOOD)
@@ -149,7 +148,7 @@ def test_good_labeled_partition_passes_and_writes_results_profile_and_docs(
 
 
 def test_good_unlabeled_partition_passes(lake: str) -> None:
-    report = validate(lake, "unlabeled", GOOD)
+    report = validate(Lake(lake), ValidationConfig(kind="unlabeled", date=GOOD))
     assert report.success and report.failures == []
     assert "class_counts" not in report.profile
     results = results_json(lake, "unlabeled", GOOD)
@@ -177,8 +176,7 @@ def test_class_below_minimum_fails_naming_class_and_count(lake: str) -> None:
 
 
 def test_labels_outside_allowed_labels_fail_naming_them(lake: str) -> None:
-    config = ValidationConfig(allowed_labels=("billing", "shipping", "login"))
-    outcome = run(lake, "labeled", NOT_ALLOWED, config)
+    outcome = run(lake, "labeled", NOT_ALLOWED, allowed_labels=("billing", "shipping", "login"))
     assert isinstance(outcome, ValidationFailedError)
     assert outcome.failures == ["labels outside allowed_labels: 'spam' has 11, '<b>x</b>' has 10"]
     # The profile page escapes label text.
@@ -188,7 +186,7 @@ def test_labels_outside_allowed_labels_fail_naming_them(lake: str) -> None:
 
 def test_imbalanced_but_valid_set_passes_with_a_logged_warning(lake: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="textclf.validate.stage"):
-        report = validate(lake, "labeled", IMBALANCED)
+        report = validate(Lake(lake), ValidationConfig(kind="labeled", date=IMBALANCED))
     assert report.success and report.failures == []
     assert report.warnings == ["class imbalance (largest/smallest max 10): 'billing' has 130, 13.0x the "
                                "smallest class (10)"]
@@ -198,7 +196,7 @@ def test_imbalanced_but_valid_set_passes_with_a_logged_warning(lake: str, caplog
 
 
 def test_too_long_texts_fail_naming_the_document(lake: str) -> None:
-    outcome = run(lake, "labeled", TOO_LONG, ValidationConfig(max_text_chars=200))
+    outcome = run(lake, "labeled", TOO_LONG, max_text_chars=200)
     assert isinstance(outcome, ValidationFailedError)
     assert len(outcome.failures) == 1
     assert outcome.failures[0].startswith(
@@ -215,7 +213,7 @@ def test_string_columns_of_another_type_fail_as_critical(lake: str) -> None:
 
 def test_missing_partition_raises_partition_not_found(lake: str) -> None:
     with pytest.raises(PartitionNotFoundError, match="datasets/labeled/ingest_date=1999-01-01"):
-        validate(lake, "labeled", "1999-01-01")
+        validate(Lake(lake), ValidationConfig(kind="labeled", date="1999-01-01"))
     assert not Lake(lake).exists(validation_key("labeled", "1999-01-01"))
 
 
@@ -226,7 +224,7 @@ def test_rerun_replaces_the_partition_whole(lake: str, tmp_path: Path) -> None:
     key = validation_key("labeled", RERUN)
     Lake(lake).write_bytes(f"{key}/stale.txt", b"left over")
     ingest_rows(lake, tmp_path, "labeled", RERUN, labeled_rows({"billing": 12, "shipping": 12}))
-    second = validate(lake, "labeled", RERUN)
+    second = validate(Lake(lake), ValidationConfig(kind="labeled", date=RERUN))
     assert second.success
     files = set(Lake(lake).list_files(key))
     manifest = Lake(lake).verify(key)
@@ -241,7 +239,7 @@ def test_row_accounting_is_checked_against_the_quarantine(lake: str, tmp_path: P
     date = "2026-03-09"
     ingest_rows(lake, tmp_path, "unlabeled", date, [(f"a{i}", text(i)) for i in range(30)] + [("x", "")])
     store, qkey = Lake(lake), f"quarantine/unlabeled/ingest_date={date}"
-    assert validate(lake, "unlabeled", date).success
+    assert validate(Lake(lake), ValidationConfig(kind="unlabeled", date=date)).success
     entry = results_json(lake, "unlabeled", date)["expectations"][0]
     assert (entry["expectation_type"], entry["success"]) == ("expect_partition_rows_to_add_up", True)
 
@@ -275,7 +273,7 @@ def test_progress_counts_rows(lake: str) -> None:
             self.calls.append(("close",))
 
     recorder = Recorder()
-    validate(lake, "unlabeled", GOOD, progress=recorder)
+    validate(Lake(lake), ValidationConfig(kind="unlabeled", date=GOOD), progress=recorder)
     assert recorder.calls[0] == ("start", 36, "validate unlabeled", "rows")
     assert recorder.calls[-2:] == [("update", 36), ("close",)]
 
@@ -283,7 +281,7 @@ def test_progress_counts_rows(lake: str) -> None:
 @pytest.mark.s3
 def test_validate_on_real_s3(tmp_path: Path, s3_lake: str) -> None:
     ingest_rows(s3_lake, tmp_path, "labeled", GOOD, labeled_rows({"billing": 12, "shipping": 12}))
-    report = validate(s3_lake, "labeled", GOOD)
+    report = validate(Lake(s3_lake), ValidationConfig(kind="labeled", date=GOOD))
     assert report.success and report.docs_uri.startswith("s3://")
     key = validation_key("labeled", GOOD)
     Lake(s3_lake).verify(key)
@@ -318,7 +316,7 @@ def test_profile_bins_add_up_to_the_row_count() -> None:
     assert empty["rows"] == 0 and sum(empty["word_bins"].values()) == 0 and empty["chars"]["p50"] is None
 
 
-def test_profile_bins_add_up_on_a_real_partition(good_labeled: ValidationReport) -> None:
+def test_profile_bins_add_up_on_a_real_partition(good_labeled: ValidationResult) -> None:
     assert sum(good_labeled.profile["word_bins"].values()) == good_labeled.profile["rows"] == 36
 
 
@@ -341,14 +339,15 @@ def test_check_schema_names_the_file_and_type() -> None:
 
 
 def test_expectation_specs_follow_the_config() -> None:
-    specs = expectation_specs("labeled", ValidationConfig())
+    specs = expectation_specs("labeled", ValidationConfig(kind="labeled", date=GOOD))
     assert not any(s.gx_class == "ExpectColumnValuesToBeInSet" for s in specs)
-    allowed = expectation_specs("labeled", ValidationConfig(allowed_labels=("b", "a"), max_text_chars=50))
+    allowed = expectation_specs("labeled", ValidationConfig(kind="labeled", date=GOOD, allowed_labels=("b", "a"),
+                                                                   max_text_chars=50))
     in_set = next(s for s in allowed if s.gx_class == "ExpectColumnValuesToBeInSet")
     assert in_set.kwargs["value_set"] == ["a", "b"] and in_set.severity == "critical"
     between = next(s for s in allowed if s.kwargs.get("column") == "text_chars" and "max_value" in s.kwargs)
     assert between.kwargs["max_value"] == 50
-    unlabeled = expectation_specs("unlabeled", ValidationConfig())
+    unlabeled = expectation_specs("unlabeled", ValidationConfig(kind="unlabeled", date=GOOD))
     assert {s.severity for s in unlabeled} == {"critical", "warning"}
     assert not any("label" in (s.kwargs.get("column"), s.frame) or s.frame != "stats" for s in unlabeled)
 

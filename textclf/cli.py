@@ -1,9 +1,7 @@
-"""The ``textclf`` command line.
+"""The textclf command line: every stage of the pipeline, one subcommand each.
 
-Conventions: human progress and logs go to stderr; the last stdout line is one JSON
-object summarising what was written; failures print one line and exit non-zero
-(2 usage, 3 unreadable input file, 4 validation failed, 5 storage, 1 anything else).
-``--debug`` shows tracebacks.
+Progress and logs go to stderr; the last stdout line is one JSON object describing what was
+written. A failure prints one line naming what failed and what to do, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -14,94 +12,136 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textclf import __version__
-from textclf.errors import TextclfError
+from textclf.errors import StorageError, TextclfError
+
+if TYPE_CHECKING:
+    from textclf.lake import Lake
+    from textclf.progress import Progress
 
 log = logging.getLogger("textclf")
 
+EXIT_CODES = """exit codes:
+  0  done (a promotion the gate refuses is an outcome, not an error: it exits 0 and says why)
+  1  anything else (rerun with --debug for the traceback)
+  2  bad options or arguments
+  3  a source file cannot be read (format, compression, columns)
+  4  a critical data expectation failed (see the Data Docs named in the message)
+  5  the lake cannot be read or written (missing lake or partition, permissions, network)
+  6  a model cannot be trained, found or loaded, or fails its checksum"""
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+LAKE_HELP = "lake root: a local directory or s3://bucket/prefix (S3 from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)"
 
 
-def _lake_and_kind(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
-    parser.add_argument("--kind", required=True, choices=["labeled", "unlabeled"])
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilog's layout, and show each option's default when it has a real one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings and \
+                "default" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+def _common_flags(default: Any) -> argparse.ArgumentParser:
+    """--debug and -q, accepted before or after the subcommand (a subcommand's value wins when both are given)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars, warnings only")
+    return parser
+
+
+def _lake(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    if default is None:
+        parser.add_argument("--lake", required=True, help=LAKE_HELP)
+    else:
+        parser.add_argument("--lake", default=default, help=LAKE_HELP)
+
+
+def _kind_and_date(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", required=True, choices=["labeled", "unlabeled"],
+                        help="labeled data (with a label column) trains models; unlabeled data is scored")
     parser.add_argument("--date", help="ingest date YYYY-MM-DD (default: today, UTC)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="textclf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="textclf", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[_common_flags(False)])
     parser.add_argument("--version", action="version", version=f"textclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_flags(argparse.SUPPRESS)
 
-    p = sub.add_parser("ingest", help="ingest CSV/TSV/JSONL/Parquet files into a dataset partition")
-    _lake_and_kind(p)
+    def command(name: str, help_text: str, epilog: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                              formatter_class=_Formatter, epilog=(epilog + "\n\n" if epilog else "") + EXIT_CODES)
+
+    p = command("ingest", "ingest CSV/TSV/JSONL/Parquet files into a dataset partition (and its quarantine)")
+    _lake(p)
+    _kind_and_date(p)
     p.add_argument("--id-col", help="id column (default: id; without one, ids are hashes of the text)")
-    p.add_argument("--text-col", default="text", help="text column (default: text)")
-    p.add_argument("--label-col", default="label", help="label column for labeled data (default: label)")
-    p.add_argument("--max-text-chars", type=int, default=100_000,
-                   help="quarantine texts longer than this (default: 100000)")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="local path or s3:// URI (.gz/.zst allowed)")
-    _common(p)
+    p.add_argument("--text-col", default="text", help="text column")
+    p.add_argument("--label-col", default="label", help="label column of labeled data")
+    p.add_argument("--max-text-chars", type=int, default=100_000, help="quarantine texts longer than this")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="local path or s3:// URI of a .csv, .tsv, .jsonl or .parquet file, optionally .gz or .zst")
 
-    p = sub.add_parser("validate", help="run the Great Expectations suites on a dataset partition")
-    _lake_and_kind(p)
-    p.add_argument("--min-examples-per-class", type=int, default=10)
-    p.add_argument("--max-text-chars", type=int, default=100_000)
-    _common(p)
+    p = command("validate", "run the Great Expectations suites on a dataset partition; write results and Data Docs")
+    _lake(p)
+    _kind_and_date(p)
+    p.add_argument("--min-examples-per-class", type=int, default=10,
+                   help="critical: fewer labeled examples of a class fail the partition")
+    p.add_argument("--max-text-chars", type=int, default=100_000, help="critical: longer texts fail the partition")
 
-    p = sub.add_parser("demo", help="generate the demo corpus and run the pipeline's stages on it")
-    p.add_argument("--lake", default="demo/lake", help="lake root (default: demo/lake)")
-    p.add_argument("--date", help="ingest date YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--labeled-rows", type=int, default=6_000)
-    p.add_argument("--unlabeled-rows", type=int, default=2_000)
-    p.add_argument("--seed", type=int, default=0)
-    _common(p)
+    p = command("demo", "generate the demo corpus and run every stage on it, without Airflow")
+    _lake(p, default="demo/lake")
+    p.add_argument("--date", help="the demo's day YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--labeled-rows", type=int, default=6_000, help="labeled documents to generate")
+    p.add_argument("--unlabeled-rows", type=int, default=2_000, help="unlabeled documents to generate (and score)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus and of training")
 
-    p = sub.add_parser("train", help="train a model on all labeled data, evaluate it and register a new version",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_architectures_help())
-    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
-    p.add_argument("--model", help="architecture name (default: the project's best, nb_tfidf)")
+    p = command("train", "train a model on all labeled data, register it and evaluate it", _architectures_help())
+    _lake(p)
+    p.add_argument("--model", help="architecture name (default: the project's default, see below)")
     p.add_argument("--epochs", type=int, help="maximum epochs; early stopping usually ends sooner (default 30)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting, e.g. --set learning_rate=0.002 (repeatable)")
-    _common(p)
+    p.add_argument("--explain", type=int, default=8, help="predictions explained with LIME in the report")
 
-    p = sub.add_parser("evaluate", help="re-evaluate a model version on the current test split; rewrite its report")
-    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p = command("evaluate", "evaluate a model version on the current test split; (re)write its report")
+    _lake(p)
     p.add_argument("--model-version", required=True, help="model version to evaluate")
-    _common(p)
+    p.add_argument("--explain", type=int, default=8, help="predictions explained with LIME in the report")
+    p.add_argument("--no-linear-reference", action="store_true",
+                   help="skip fitting the TF-IDF + linear SVM reference the report compares the model with")
 
-    p = sub.add_parser("promote", help="apply the promotion gate to a model version")
-    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p = command("promote", "apply the promotion gate to a model version")
+    _lake(p)
     p.add_argument("--model-version", required=True, help="model version to promote")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded as forced)")
-    p.add_argument("--tolerance", type=float, default=0.005,
-                   help="allowed drop in macro-F1 against the champion (default 0.005)")
-    p.add_argument("--min-accuracy", type=float, default=0.70, help="absolute accuracy floor (default 0.70)")
-    _common(p)
+    p.add_argument("--tolerance", type=float, default=0.005, help="allowed drop in macro-F1 against the champion")
+    p.add_argument("--min-accuracy", type=float, default=0.70, help="absolute test accuracy floor")
+    p.add_argument("--require-reference", action="store_true",
+                   help="also refuse a model whose macro-F1 trails its linear reference by more than the tolerance")
 
-    p = sub.add_parser("score", help="score a date's unlabeled documents into a predictions partition")
-    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p = command("score", "score a date's unlabeled documents into a predictions partition, then write its report")
+    _lake(p)
     p.add_argument("--date", required=True, help="ingest date of the documents to score, YYYY-MM-DD")
     p.add_argument("--model-version", help="model version (default: the champion)")
-    p.add_argument("--shards", type=int, default=1, help="score as N shards by doc id (default 1)")
+    p.add_argument("--shards", type=int, default=1, help="score as N shards by doc id")
     p.add_argument("--shard", type=int, help="score only this shard (0..N-1) and do not publish; "
                    "publish later with --commit-only")
     p.add_argument("--commit-only", action="store_true", help="publish the scored shards of the date as one partition")
-    p.add_argument("--batch-rows", type=int, default=4096, help="documents per batch (bounds memory; default 4096)")
-    _common(p)
+    p.add_argument("--batch-rows", type=int, default=4096, help="documents per batch (bounds memory)")
 
-    p = sub.add_parser("report", help="write the scoring report of a date (HTML + JSON)")
-    p.add_argument("--lake", required=True, help="lake root: a local directory or s3://bucket/prefix")
+    p = command("report", "write the scoring report of a date (HTML + JSON)")
+    _lake(p)
     p.add_argument("--date", required=True, help="run date YYYY-MM-DD")
-    _common(p)
     return parser
 
 
@@ -115,32 +155,32 @@ def _architectures_help() -> str:
     return "\n".join(lines)
 
 
-def cmd_ingest(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import IngestConfig, parse_date
+def cmd_ingest(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import IngestConfig
     from textclf.ingest.stage import ingest
 
-    config = IngestConfig(
-        kind=args.kind, date=parse_date(args.date), id_col=args.id_col or "id", text_col=args.text_col,
-        label_col=args.label_col, id_col_required=args.id_col is not None, max_text_chars=args.max_text_chars,
-    )
-    return ingest(args.lake, args.sources, config, progress).summary()
+    config = IngestConfig.build(kind=args.kind, date=args.date, sources=tuple(args.sources), id_col=args.id_col or "id",
+                                text_col=args.text_col, label_col=args.label_col,
+                                id_col_required=args.id_col is not None, max_text_chars=args.max_text_chars)
+    return ingest(lake, config, progress)
 
 
-def cmd_validate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import ValidationConfig, parse_date
+def cmd_validate(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import ValidationConfig
     from textclf.validate.stage import validate
 
-    config = ValidationConfig(min_examples_per_class=args.min_examples_per_class, max_text_chars=args.max_text_chars)
-    return validate(args.lake, args.kind, parse_date(args.date), config, progress).summary()
+    config = ValidationConfig.build(kind=args.kind, date=args.date, min_examples_per_class=args.min_examples_per_class,
+                                    max_text_chars=args.max_text_chars)
+    return validate(lake, config, progress)
 
 
-def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import parse_date
+def cmd_demo(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
     from textclf.demo.stage import DemoConfig, run_demo
 
-    config = DemoConfig(lake=args.lake, date=parse_date(args.date), labeled_rows=args.labeled_rows,
-                        unlabeled_rows=args.unlabeled_rows, seed=args.seed)
-    summary = run_demo(config, progress)
+    config = DemoConfig.build(date=args.date, labeled_rows=args.labeled_rows, unlabeled_rows=args.unlabeled_rows,
+                              seed=args.seed)
+    result = run_demo(lake, config, progress)
+    summary = result.summary()
     lines = [f"\nDemo lake: {summary['lake']}"]
     for kind in ("labeled", "unlabeled"):
         part = summary[kind]
@@ -165,71 +205,86 @@ def cmd_demo(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     ]
     lines += [f"    warning: {w}" for w in scoring.get("warnings", [])]
     print("\n".join(lines), file=sys.stderr)
-    return summary
+    return result
 
 
-def cmd_train(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import TrainConfig
+def cmd_train(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    """Train, then evaluate: a version is registered before its evaluation runs, so a failed report costs no run."""
+    from textclf.config import EvaluateConfig, TrainConfig
+    from textclf.evaluate.stage import evaluate
     from textclf.model.architectures import get_architecture
     from textclf.model.train import train
 
     config = TrainConfig().with_overrides(args.settings, model=args.model, epochs=args.epochs, seed=args.seed)
     get_architecture(config.model)  # an unknown name fails before any data is read
-    result = train(args.lake, config, progress)
-    metrics = result.metrics
-    print(f"\nmodel {result.version}: test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
-          f"on {metrics['n']} documents\n  report: {result.uri}/report.html", file=sys.stderr)
-    return result.summary()
+    trained = train(lake, config, progress)
+    try:
+        evaluated = evaluate(lake, EvaluateConfig(model_version=trained.version, explain_count=args.explain), progress)
+    except TextclfError as exc:
+        raise type(exc)(f"model version {trained.version} is registered but its evaluation failed: {exc}; "
+                        f"fix that and run `textclf evaluate --model-version {trained.version}`") from exc
+    metrics = evaluated.metrics
+    print(f"\nmodel {trained.version}: test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+          f"on {metrics['n']} documents\n  report: {evaluated.report_uri}", file=sys.stderr)
+    return _Combined({**trained.summary(), **evaluated.summary()})
 
 
-def cmd_evaluate(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+def cmd_evaluate(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import EvaluateConfig
     from textclf.evaluate.stage import evaluate
 
-    return evaluate(args.lake, args.model_version, progress)
+    config = EvaluateConfig.build(model_version=args.model_version, explain_count=args.explain,
+                                  linear_reference=not args.no_linear_reference)
+    return evaluate(lake, config, progress)
 
 
-def cmd_promote(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import PromotionPolicy
+def cmd_promote(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import PromoteConfig, PromotionPolicy
     from textclf.promote.stage import promote
 
-    policy = PromotionPolicy(tolerance=args.tolerance, min_accuracy=args.min_accuracy)
-    result = promote(args.lake, args.model_version, policy, force=args.force)
-    print(f"{result['decision']}: {'; '.join(result['reasons'])}", file=sys.stderr)
+    policy = PromotionPolicy.build(tolerance=args.tolerance, min_accuracy=args.min_accuracy,
+                                   require_reference=args.require_reference)
+    result = promote(lake, PromoteConfig(model_version=args.model_version, policy=policy, force=args.force))
+    print(f"{result.decision}: {'; '.join(result.reasons)}", file=sys.stderr)
     return result
 
 
-def cmd_score(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import parse_date
-    from textclf.lake import Lake
-    from textclf.score.stage import ScoreConfig, commit_predictions, report, score, score_shard
+def cmd_score(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import ReportConfig, ScoreConfig
+    from textclf.score.stage import commit_predictions, report, score, score_shard
 
-    config = ScoreConfig(date=parse_date(args.date), model_version=args.model_version, num_shards=args.shards,
-                         batch_rows=args.batch_rows)
-    lake = Lake(args.lake)
-    if args.shard is not None:
-        manifest = score_shard(lake, config, args.shard, progress)
-        return {"shard": args.shard, "num_shards": args.shards, "rows": manifest["rows"],
-                "model_version": manifest["model_version"]}
+    config = ScoreConfig.build(date=args.date, model_version=args.model_version, num_shards=args.shards,
+                               shard=args.shard, batch_rows=args.batch_rows)
+    if config.shard is not None:
+        return score_shard(lake, config, progress)
     if args.commit_only:
-        manifest = commit_predictions(lake, config.date, config.num_shards)
-        summary = report(lake.uri, config.date, lake=lake)
-        return {"predictions": lake.uri_of(manifest["partition"]), "rows": manifest["rows"],
-                "report": summary["uri"]}
-    result = score(lake.uri, config, progress, lake=lake)
-    for warning in result.summary().get("warnings", []):
+        predictions = commit_predictions(lake, config)
+        written = report(lake, ReportConfig(date=config.date))
+        return _Combined({**predictions.summary(), "report": written.uri, "warnings": written.warnings})
+    result = score(lake, config, progress)
+    for warning in result.report.warnings if result.report else []:
         print(f"warning: {warning}", file=sys.stderr)
-    return result.summary()
+    return result
 
 
-def cmd_report(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    from textclf.config import parse_date
+def cmd_report(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import ReportConfig
     from textclf.score.stage import report
 
-    content = report(args.lake, parse_date(args.date))
-    return {"report": content["uri"], "warnings": [w["message"] for w in content.get("warnings", [])]}
+    return report(lake, ReportConfig.build(date=args.date))
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
+class _Combined:
+    """Summaries of two stages run by one command, printed as one JSON line."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self._summary = summary
+
+    def summary(self) -> dict[str, Any]:
+        return self._summary
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Lake, Progress], Any]] = {
     "ingest": cmd_ingest,
     "validate": cmd_validate,
     "demo": cmd_demo,
@@ -239,6 +294,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "score": cmd_score,
     "report": cmd_report,
 }
+# Commands that may start a new lake; every other one needs an existing lake root.
+CREATES_LAKE = ("ingest", "demo")
+
+
+def open_lake(uri: str, command: str) -> Lake:
+    """The lake of a command, with one clear error when a command that reads a lake finds none."""
+    from textclf.lake import Lake
+
+    lake = Lake(uri)
+    if not lake.root_exists():
+        if command not in CREATES_LAKE:
+            raise StorageError(f"no lake at {lake.uri}: check --lake, or create it with `textclf ingest`")
+        log.info("creating a new lake at %s", lake.uri)
+    return lake
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
@@ -263,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug, args.quiet)
     progress = NoProgress() if args.quiet else BarProgress()
     try:
-        summary = COMMANDS[args.command](args, progress)
+        lake = open_lake(args.lake, args.command)
+        summary = COMMANDS[args.command](args, lake, progress).summary()
     except TextclfError as exc:
         progress.close()
         if args.debug:

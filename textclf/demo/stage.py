@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.config import IngestConfig, ValidationConfig
+from pydantic import Field
+
+from textclf.config import DatedConfig, IngestConfig, ValidationConfig, parse_date
 from textclf.lake import Lake
 from textclf.lake.layout import landing_key
 from textclf.progress import NoProgress, Progress
@@ -16,19 +18,29 @@ from textclf.progress import NoProgress, Progress
 log = logging.getLogger(__name__)
 
 
+class DemoConfig(DatedConfig):
+    """Which day the demo runs and how much it generates."""
+
+    date: str = Field(default_factory=lambda: parse_date(None))
+    labeled_rows: int = Field(6_000, ge=100)
+    unlabeled_rows: int = Field(2_000, ge=1)
+    seed: int = 0
+    dirty_fraction: float = Field(0.02, ge=0.0, lt=1.0)  # malformed rows mixed in, to show the quarantine at work
+
+
 @dataclass(frozen=True)
-class DemoConfig:
-    """Where the demo writes and how much it generates."""
+class DemoResult:
+    """What the demo produced, stage by stage (each stage's own summary)."""
 
     lake: str
     date: str
-    labeled_rows: int = 6_000
-    unlabeled_rows: int = 2_000
-    seed: int = 0
-    dirty_fraction: float = 0.02  # malformed rows mixed in, to show the quarantine at work
+    stages: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {"lake": self.lake, "date": self.date, **self.stages}
 
 
-def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
+def land_demo_corpus(lake: Lake, config: DemoConfig) -> dict[str, str]:
     """Generate labeled (CSV, gzip) and unlabeled (JSON Lines, zstd) files into ``landing/``."""
     from textclf.demo.corpus import CorpusSpec, write_corpus
 
@@ -48,24 +60,26 @@ def land_demo_corpus(config: DemoConfig, lake: Lake) -> dict[str, str]:
     return landed
 
 
-def run_demo(config: DemoConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Land the demo corpus, ingest and validate both kinds for ``config.date``, train, promote, score."""
-    from textclf.config import TrainConfig
+def run_demo(lake: Lake, config: DemoConfig, progress: Progress | None = None) -> DemoResult:
+    """Land the demo corpus, ingest and validate both kinds, train, evaluate, promote and score the day."""
+    from textclf.config import EvaluateConfig, PromoteConfig, ScoreConfig, TrainConfig
+    from textclf.evaluate.stage import evaluate
     from textclf.ingest.stage import ingest
     from textclf.model.train import train
     from textclf.promote.stage import promote
-    from textclf.score.stage import ScoreConfig, score
+    from textclf.score.stage import score
     from textclf.validate.stage import validate
 
     progress = progress or NoProgress()
-    lake = Lake(config.lake)
-    landed = land_demo_corpus(config, lake)
-    summary: dict[str, Any] = {"lake": lake.uri, "date": config.date}
+    landed = land_demo_corpus(lake, config)
+    stages: dict[str, Any] = {}
     for kind in ("labeled", "unlabeled"):
-        ingested = ingest(lake, [landed[kind]], IngestConfig(kind=kind, date=config.date), progress)
-        report = validate(lake, kind, config.date, ValidationConfig(), progress)
-        summary[kind] = {"landed": landed[kind], **ingested.summary(), "validation": report.summary()}
-    trained = train(config.lake, TrainConfig(seed=config.seed), progress, lake=lake)
-    summary["model"] = {**trained.summary(), "promotion": promote(config.lake, trained.version, lake=lake)}
-    summary["scoring"] = score(config.lake, ScoreConfig(date=config.date), progress, lake=lake).summary()
-    return summary
+        ingested = ingest(lake, IngestConfig(kind=kind, date=config.date, sources=(landed[kind],)), progress)
+        validated = validate(lake, ValidationConfig(kind=kind, date=config.date), progress)
+        stages[kind] = {"landed": landed[kind], **ingested.summary(), "validation": validated.summary()}
+    trained = train(lake, TrainConfig(seed=config.seed), progress)
+    evaluated = evaluate(lake, EvaluateConfig(model_version=trained.version), progress)
+    promoted = promote(lake, PromoteConfig(model_version=trained.version))
+    stages["model"] = {**trained.summary(), **evaluated.summary(), "promotion": promoted.summary()}
+    stages["scoring"] = score(lake, ScoreConfig(date=config.date), progress).summary()
+    return DemoResult(lake.uri, config.date, stages)

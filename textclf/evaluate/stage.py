@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textclf.common import json_bytes, jsonable, utc_now_iso
-from textclf.config import TrainConfig
+from textclf.config import EvaluateConfig, TrainConfig
 from textclf.evaluate.explain import PredictFn, explain_predictions
 from textclf.evaluate.label_errors import suspected_label_errors
 from textclf.evaluate.maps import probability_map, projector_files
@@ -18,9 +19,9 @@ from textclf.evaluate.metrics import compute_metrics
 from textclf.evaluate.predictions import EvaluationInput
 from textclf.evaluate.report import render_report
 from textclf.lake import Lake
-from textclf.model.data import LabeledData, label_indices, load_labeled, make_splits, split_fingerprint
+from textclf.model.data import LabeledData, Splits, label_indices, load_labeled, make_splits, split_fingerprint
 from textclf.model.predict import predict_texts
-from textclf.progress import Progress
+from textclf.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
     import keras
@@ -41,7 +42,8 @@ def _explained_rows(y: np.ndarray, pred: np.ndarray, count: int, seed: int) -> n
 
 
 def build_evaluation(inp: EvaluationInput, predict_fn: PredictFn, *, explain_count: int = 8, seed: int = 0,
-                     progress_log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+                     progress_log: Callable[[str], None] | None = None,
+                     linear_reference: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Evaluate a model version on its test split: (metrics, files to write next to it).
 
     files: ``metrics.json``, ``report.html`` and the ``projector/`` export.
@@ -53,6 +55,8 @@ def build_evaluation(inp: EvaluationInput, predict_fn: PredictFn, *, explain_cou
 
     step(f"metrics on {len(inp.doc_ids):,} test rows")
     metrics = jsonable(compute_metrics(inp.classes, inp.labels, inp.probs))
+    if linear_reference is not None:
+        metrics["linear_reference"] = jsonable(linear_reference)
     step("suspected label errors")
     label_errors = suspected_label_errors(inp)
     y = label_indices(inp.classes, inp.labels)
@@ -74,23 +78,27 @@ def build_evaluation(inp: EvaluationInput, predict_fn: PredictFn, *, explain_cou
 
 
 def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], lineage: dict[str, Any],
-                     classes: Sequence[str], test: LabeledData, history: dict[str, list[float]],
-                     seed: int, explain_count: int) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Evaluate a model on the test split: metrics plus every report file."""
+                     classes: Sequence[str], splits: Splits, training: dict[str, Any], seed: int,
+                     explain_count: int, with_reference: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Evaluate a model on the test split: metrics plus every report file, the model card included."""
+    from textclf.evaluate.reference import linear_reference
+    from textclf.model.registry import model_card
 
-    from textclf.evaluate.predictions import EvaluationInput
-
+    test = splits.test
     probs = predict_texts(model, test.texts)
+    history = training.get("history", {})
     inp = EvaluationInput(version=version, architecture=str(config.get("model")), classes=tuple(classes),
                           doc_ids=test.doc_ids.tolist(), texts=test.texts.tolist(), labels=test.labels.tolist(),
                           probs=probs, history=history, config=config, lineage=lineage)
+    reference = linear_reference(splits) if with_reference else None
     metrics, files = build_evaluation(inp, lambda texts: predict_texts(model, texts), explain_count=explain_count,
-                                      seed=seed)
+                                      seed=seed, linear_reference=reference)
     metrics["test_split"] = {"fingerprint": split_fingerprint(test.doc_ids.tolist(), test.labels.tolist()),
                              "rows": len(test)}
     metrics["evaluated_at"] = utc_now_iso()
     files["metrics.json"] = json_bytes(metrics)
     files["test_predictions.parquet"] = _predictions_parquet(test, classes, probs)
+    files["model_card.md"] = model_card(version, config, lineage, metrics, training).encode()
     return metrics, files
 
 
@@ -98,7 +106,6 @@ def _predictions_parquet(test: LabeledData, classes: Sequence[str], probs: np.nd
     """The test split's predictions, kept for audits and for comparing versions row by row."""
     import io
 
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -115,20 +122,45 @@ def _predictions_parquet(test: LabeledData, classes: Sequence[str], probs: np.nd
     return sink.getvalue()
 
 
-def evaluate(lake_uri: str, version: str, progress: Progress | None = None, lake: Lake | None = None,
-             explain_count: int = 8) -> dict[str, Any]:
-    """Re-evaluate a registered version on the lake's current test split and record it with the version."""
+@dataclass(frozen=True)
+class EvaluateResult:
+    """An evaluated model version: where its report is and its headline test metrics."""
+
+    version: str
+    uri: str
+    metrics: dict[str, Any]
+
+    @property
+    def report_uri(self) -> str:
+        return f"{self.uri}/report.html"
+
+    def summary(self) -> dict[str, Any]:
+        keep = ("n", "accuracy", "macro_f1", "expected_calibration_error")
+        out = {"model_version": self.version, "model_uri": self.uri, "report": self.report_uri,
+               "metrics": {k: self.metrics[k] for k in keep if k in self.metrics},
+               "test_split": self.metrics.get("test_split")}
+        reference = self.metrics.get("linear_reference")
+        if reference:
+            out["linear_reference"] = {k: reference[k] for k in ("accuracy", "macro_f1") if k in reference}
+        return out
+
+
+def evaluate(lake: Lake, config: EvaluateConfig, progress: Progress | None = None) -> EvaluateResult:
+    """Evaluate a registered version on the lake's current test split and record the evaluation with it.
+
+    The model file and training record stay byte for byte; only the evaluation files are (re)written,
+    so a failed evaluation never costs a finished training run: fix the cause and run it again.
+    """
     from textclf.model.registry import load_model, rewrite_evaluation
 
-    lake = lake or Lake(lake_uri)
-    loaded = load_model(lake, version)
-    config = TrainConfig.from_record(loaded.config)
-    splits = make_splits(load_labeled(lake), config)
+    progress = progress or NoProgress()
+    loaded = load_model(lake, config.model_version)
+    train_config = TrainConfig.from_record(loaded.config)
+    splits = make_splits(load_labeled(lake), train_config)
     training = lake.read_json(f"{loaded.key}/training.json")
     lineage = lake.read_json(f"{loaded.key}/lineage.json")
-    metrics, files = evaluation_files(loaded.model, version, loaded.config, lineage, loaded.classes, splits.test,
-                                      training.get("history", {}), config.seed, explain_count)
-    uri = rewrite_evaluation(lake, version, files)
-    return {"model_version": version, "model_uri": uri, "report": f"{uri}/report.html",
-            "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_f1") if k in metrics},
-            "test_split": metrics["test_split"]}
+    metrics, files = evaluation_files(loaded.model, config.model_version, loaded.config, lineage, loaded.classes,
+                                      splits, training, train_config.seed, config.explain_count,
+                                      config.linear_reference)
+    uri = rewrite_evaluation(lake, config.model_version, files)
+    return EvaluateResult(config.model_version, uri, metrics)

@@ -52,7 +52,7 @@ def dataset_schema(labeled: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-@dataclass
+@dataclass(frozen=True)
 class IngestResult:
     """What an ingest wrote: URIs and the manifest's counts."""
 
@@ -219,14 +219,12 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
             yield pending.popleft().result()
 
 
-def ingest(
-    lake: Lake | str, sources: list[str], config: IngestConfig, progress: Progress | None = None
-) -> IngestResult:
-    """Ingest source files into the dataset partition for ``config.date``, replacing it whole."""
+def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -> IngestResult:
+    """Ingest ``config.sources`` into the dataset partition for ``config.date``, replacing it whole."""
     import numpy as np
 
-    lake = lake if isinstance(lake, Lake) else Lake(lake)
     progress = progress or NoProgress()
+    sources = list(config.sources)
     if not sources:
         raise TextclfError("no source files given")
     labeled = config.kind == "labeled"

@@ -172,6 +172,15 @@ class Lake:
         return f"{self.uri}/{safe_key(key)}"
 
     # -- plain objects -----------------------------------------------------------------
+    def root_exists(self) -> bool:
+        """Whether the lake's root exists (a folder on disk; on S3, any object under the prefix)."""
+        import pyarrow.fs as pafs
+
+        try:
+            return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
+        except OSError as exc:
+            raise wrap_os_error(f"cannot reach the lake {self.uri}", exc) from exc
+
     def exists(self, key: str) -> bool:
         import pyarrow.fs as pafs
 

@@ -182,29 +182,26 @@ def training_profile(model: keras.Model, splits: Splits) -> dict[str, Any]:
     return {"word_bins": word_bin_counts(words), "oov_rate": oov / total if total else None}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
+    """A registered, not yet evaluated model version."""
+
     version: str
     uri: str
-    metrics: dict[str, Any]
+    architecture: str
     seconds: float
+    classes: tuple[str, ...]
 
     def summary(self) -> dict[str, Any]:
-        keep = ("n", "accuracy", "macro_f1", "expected_calibration_error")
-        return {"model_version": self.version, "model_uri": self.uri, "train_seconds": round(self.seconds, 1),
-                "metrics": {k: self.metrics[k] for k in keep if k in self.metrics},
-                "report": f"{self.uri}/report.html"}
+        return {"model_version": self.version, "model_uri": self.uri, "architecture": self.architecture,
+                "train_seconds": round(self.seconds, 1), "classes": list(self.classes)}
 
 
-
-def train(lake_uri: str, config: TrainConfig, progress: Progress | None = None,
-          lake: Lake | None = None) -> TrainResult:
-    """Train on all labeled data, evaluate on the test split and register a new model version."""
-    from textclf.evaluate.stage import evaluation_files
+def train(lake: Lake, config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train on all labeled data and register a new model version (``evaluate`` then adds its evaluation)."""
     from textclf.model.architectures import params_dict
-    from textclf.model.registry import model_card, new_version, write_version
+    from textclf.model.registry import new_version, write_version
 
-    lake = lake or Lake(lake_uri)
     progress = progress or NoProgress()
     data = load_labeled(lake)
     splits = make_splits(data, config)
@@ -218,14 +215,11 @@ def train(lake_uri: str, config: TrainConfig, progress: Progress | None = None,
         lineage = {**data.lineage, "splits": splits.counts(), "split_salt": SPLIT_SALT,
                    "test_percent": config.test_percent, "validation_percent": config.validation_percent,
                    "profile": training_profile(result.model, splits)}
-        run_config = {**config.as_dict(), "resolved": params_dict(result.params)}
+        run_config = {**config.as_record(), "resolved": params_dict(result.params)}
         training = {"history": result.history, "attempts": result.attempts, "seconds": round(result.seconds, 2),
                     "devices": result.devices, "trained_at": utc_now_iso()}
-        metrics, files = evaluation_files(result.model, version, run_config, lineage, splits.classes, splits.test,
-                                          result.history, config.seed, config.explain_count)
-        files.update({"config.json": json_bytes(run_config), "lineage.json": json_bytes(lineage),
-                      "training.json": json_bytes(training)})
-        files["model_card.md"] = model_card(version, run_config, lineage, metrics, training).encode()
+        files = {"config.json": json_bytes(run_config), "lineage.json": json_bytes(lineage),
+                 "training.json": json_bytes(training)}
         uri = write_version(lake, version, model_path, files, os.path.join(tmp, "tensorboard"),
                             classes=splits.classes, architecture=config.model)
-    return TrainResult(version, uri, metrics, result.seconds)
+    return TrainResult(version, uri, config.model, result.seconds, splits.classes)

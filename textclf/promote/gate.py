@@ -38,7 +38,18 @@ def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: P
         f1_ok = macro_f1 >= bar
         reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if f1_ok else '<'} champion's {champion['macro_f1']:.4f} "
                        f"minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
-    passed = floor_ok and f1_ok
+    reference_ok = True
+    if policy.require_reference:
+        reference = candidate.get("linear_reference") or {}
+        if reference.get("macro_f1") is None:
+            reasons.append("no linear reference was computed for this version; re-evaluate it")
+            reference_ok = False
+        else:
+            bar = reference["macro_f1"] - policy.tolerance
+            reference_ok = macro_f1 >= bar
+            reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if reference_ok else '<'} linear reference's "
+                           f"{reference['macro_f1']:.4f} minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
+    passed = floor_ok and f1_ok and reference_ok
     if force and not passed:
         reasons.append("promoted anyway: forced by the operator")
     return Decision(promoted=passed or force, forced=force and not passed, reasons=tuple(reasons))

@@ -10,12 +10,12 @@ both end up in the history, the second decided against the first one's outcome.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from textclf.common import utc_now_iso
-from textclf.config import PromotionPolicy, TrainConfig
+from textclf.config import PromoteConfig, PromotionPolicy, TrainConfig
 from textclf.errors import ModelError
 from textclf.lake import Lake
 from textclf.lake.layout import CHAMPION, version_key
@@ -46,24 +46,38 @@ def _current_test_split(lake: Lake, candidate: str) -> Any:
     return make_splits(load_labeled(lake), config).test
 
 
-def promote(lake_uri: str, version: str, policy: PromotionPolicy | None = None, force: bool = False,
-            lake: Lake | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PromoteResult:
+    """What the gate decided for a version, and which version serves now."""
+
+    version: str
+    decision: str  # promoted, forced, refused or unchanged
+    promoted: bool
+    reasons: tuple[str, ...]
+    champion: str | None
+    champion_uri: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"model_version": self.version, "promoted": self.promoted, "decision": self.decision,
+                "reasons": list(self.reasons), "champion": self.champion, "champion_uri": self.champion_uri}
+
+
+def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
     """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
-    lake = lake or Lake(lake_uri)
-    policy = policy or PromotionPolicy()
+    version = config.model_version
     read_version(lake, version)
     if not lake.exists(f"{version_key(version)}/metrics.json"):
-        raise ModelError(f"model version {version} has no evaluation; run `textclf evaluate` first")
+        raise ModelError(f"model version {version} has not been evaluated, so the gate has nothing to compare: "
+                         f"run `textclf evaluate --model-version {version}` first")
     with lake.lock(CHAMPION):  # read-modify-write of champion.json: one promotion at a time
-        return _decide_and_record(lake, version, policy, force)
+        return _decide_and_record(lake, version, config.policy, config.force)
 
 
-def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool) -> dict[str, Any]:
+def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool) -> PromoteResult:
     state = read_champion(lake)
     current = state.get("champion")
     if current and current["version"] == version:
-        return {"model_version": version, "promoted": False, "decision": "unchanged",
-                "reasons": ["already the champion"], "champion": version}
+        return PromoteResult(version, "unchanged", False, ("already the champion",), version, lake.uri_of(CHAMPION))
     candidate_metrics = lake.read_json(f"{version_key(version)}/metrics.json")
     champion_metrics = None
     split = candidate_metrics.get("test_split", {})
@@ -87,7 +101,7 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
         "champion": None if current is None else {
             "version": current["version"], "accuracy": champion_metrics["accuracy"],
             "macro_f1": champion_metrics["macro_f1"]},
-        "test_split": split, "policy": dataclasses.asdict(policy),
+        "test_split": split, "policy": policy.as_record(),
     }
     state.setdefault("history", []).append(record)  # nothing was recorded meanwhile: the caller holds the lock
     if decision.promoted:
@@ -95,7 +109,5 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
                              "reasons": record["reasons"]}
     write_champion(lake, state)
     log.info("%s %s: %s", decision.outcome, version, "; ".join(decision.reasons))
-    return {"model_version": version, "promoted": decision.promoted, "decision": decision.outcome,
-            "reasons": list(decision.reasons),
-            "champion": state["champion"]["version"] if state.get("champion") else None,
-            "champion_uri": lake.uri_of(CHAMPION)}
+    return PromoteResult(version, decision.outcome, decision.promoted, decision.reasons,
+                         state["champion"]["version"] if state.get("champion") else None, lake.uri_of(CHAMPION))

@@ -1,1 +1,1 @@
-"""report"""
+"""Report rendering shared by every stage: figures (matplotlib) and the HTML pages."""

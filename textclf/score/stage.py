@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from textclf.config import ReportConfig, ScoreConfig
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
 from textclf.lake import Lake
 from textclf.lake.layout import data_docs_key, dataset_key, predictions_key, report_key, shard_key, shards_key
@@ -36,24 +37,6 @@ def shard_of(doc_id: str, num_shards: int) -> int:
         return 0
     digest = hashlib.sha256((SHARD_SALT + doc_id).encode()).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """What to score and how."""
-
-    date: str
-    model_version: str | None = None  # None: the champion
-    batch_rows: int = 4_096  # 8,192 ran 20% faster with the default model but peaked near 2 GB RSS
-    rows_per_file: int = 1_000_000
-    num_shards: int = 1
-    top_k: int = 3
-
-    def __post_init__(self) -> None:
-        if self.batch_rows < 1 or self.rows_per_file < 1 or self.top_k < 1:
-            raise UsageError("batch_rows, rows_per_file and top_k must be positive")
-        if self.num_shards < 1:
-            raise UsageError(f"num_shards must be at least 1, got {self.num_shards}")
 
 
 def _resolve_version(lake: Lake, requested: str | None) -> str:
@@ -90,8 +73,23 @@ def missing_inputs(lake: Lake, date: str, model_version: str | None = None) -> l
     return missing
 
 
-def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress | None = None) -> dict[str, Any]:
-    """Score the documents of one shard into its hidden shard partition; returns the shard manifest."""
+@dataclass(frozen=True)
+class ShardResult:
+    """One scored shard, waiting in its hidden partition for ``commit_predictions``."""
+
+    date: str
+    shard: int
+    num_shards: int
+    manifest: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_date": self.date, "shard": self.shard, "num_shards": self.num_shards,
+                "rows": self.manifest["rows"], "model_version": self.manifest["model_version"],
+                "seconds": self.manifest["seconds"]}
+
+
+def score_shard(lake: Lake, config: ScoreConfig, progress: Progress | None = None) -> ShardResult:
+    """Score the documents of shard ``config.shard`` into its hidden shard partition."""
     import datetime as dt
 
     import numpy as np
@@ -100,8 +98,9 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
 
     from textclf.model.registry import load_model
 
-    if not 0 <= shard < config.num_shards:
-        raise UsageError(f"shard must be between 0 and {config.num_shards - 1}, got {shard}")
+    if config.shard is None:
+        raise UsageError("score_shard needs a shard number (0 to num_shards - 1)")
+    shard = config.shard
     progress = progress or NoProgress()
     source = _require_input(lake, config.date)
     version = _resolve_version(lake, config.model_version)
@@ -149,10 +148,28 @@ def score_shard(lake: Lake, config: ScoreConfig, shard: int, progress: Progress 
                                 "seconds": round(time.perf_counter() - started, 3), "stats": stats.as_dict()})
     log.info("scored %d documents of %s (shard %d of %d) with %s", stats.rows, config.date, shard,
              config.num_shards, version)
-    return manifest
+    return ShardResult(config.date, shard, config.num_shards, manifest)
 
 
-def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PredictionsResult:
+    """A published predictions partition (schema version 1)."""
+
+    date: str
+    uri: str
+    manifest: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"predictions": self.uri, "run_date": self.date, "model_version": m["model_version"],
+                "rows": m["rows"], "input_rows": m["input_rows"], "quarantined_rows": m["quarantined_rows"],
+                "files": len(m["files"])}
+
+
+def commit_predictions(lake: Lake, config: ScoreConfig) -> PredictionsResult:
+    """Publish every shard of ``config.date`` as one predictions partition (schema version 1), manifest last."""
+    date, num_shards = config.date, config.num_shards
+    uri = lake.uri_of(predictions_key(date))
     """Publish every shard of a date as one predictions partition (schema version 1), manifest last."""
     source = _require_input(lake, date)
     published = lake.read_manifest(predictions_key(date))
@@ -161,7 +178,7 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
             and not lake.list_files(shards_key(date))):
         # Already committed from these shards (a retried commit whose first try got this far).
         log.info("predictions for %s already committed from %d shard(s)", date, num_shards)
-        return published
+        return PredictionsResult(date, uri, published)
     shards = []
     for shard in range(num_shards):
         manifest = lake.read_manifest(shard_key(date, shard, num_shards))
@@ -207,39 +224,51 @@ def commit_predictions(lake: Lake, date: str, num_shards: int) -> dict[str, Any]
             "signals": ScoringStats.merge(m["stats"] for m in shards).as_dict(),
         })
     lake.delete_tree(shards_key(date))
-    return published
+    return PredictionsResult(date, uri, published)
 
 
-@dataclass
-class ScoreResult:
+@dataclass(frozen=True)
+class ReportResult:
+    """A written scoring report: where it is and what it found."""
+
     date: str
-    uri: str
-    manifest: dict[str, Any]
-    report: dict[str, Any] | None = None
+    uri: str  # report.html
+    content: dict[str, Any]  # report.json
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w["message"] for w in self.content.get("warnings", [])]
 
     def summary(self) -> dict[str, Any]:
-        m = self.manifest
-        out = {"predictions": self.uri, "run_date": self.date, "model_version": m["model_version"],
-               "rows": m["rows"], "input_rows": m["input_rows"], "quarantined_rows": m["quarantined_rows"],
-               "files": len(m["files"])}
+        return {"report": self.uri, "run_date": self.date, "warnings": self.warnings}
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A scored date: its predictions partition and, unless skipped, its report."""
+
+    predictions: PredictionsResult
+    report: ReportResult | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out = self.predictions.summary()
         if self.report:
-            out["report"] = self.report["uri"]
-            out["warnings"] = [w["message"] for w in self.report.get("warnings", [])]
+            out["report"] = self.report.uri
+            out["warnings"] = self.report.warnings
         return out
 
 
-def score(lake_uri: str, config: ScoreConfig, progress: Progress | None = None, lake: Lake | None = None,
+def score(lake: Lake, config: ScoreConfig, progress: Progress | None = None,
           with_report: bool = True) -> ScoreResult:
     """Score every unlabeled document ingested for ``config.date`` and publish the predictions partition."""
-    lake = lake or Lake(lake_uri)
     for shard in range(config.num_shards):
-        score_shard(lake, config, shard, progress)
-    manifest = commit_predictions(lake, config.date, config.num_shards)
-    summary = report(lake.uri, config.date, lake=lake) if with_report else None
-    return ScoreResult(config.date, lake.uri_of(predictions_key(config.date)), manifest, summary)
+        score_shard(lake, config.replaced(shard=shard), progress)
+    predictions = commit_predictions(lake, config.replaced(shard=None))
+    written = report(lake, ReportConfig(date=config.date)) if with_report else None
+    return ScoreResult(predictions, written)
 
 
-def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]:
+def report(lake: Lake, config: ReportConfig) -> ReportResult:
     """Write the scoring report of a date (JSON + HTML) from its predictions manifest and the model's lineage."""
     import json
 
@@ -247,7 +276,7 @@ def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]
     from textclf.score.drift import ScoringReportInput
     from textclf.score.report import build_scoring_report
 
-    lake = lake or Lake(lake_uri)
+    date = config.date
     manifest = lake.require_manifest(predictions_key(date))
     version = manifest["model_version"]
     lineage = lake.read_json(f"{version_key(version)}/lineage.json")
@@ -273,5 +302,4 @@ def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]
         part.add_bytes("report.json", json.dumps(content, indent=2).encode())
         part.add_bytes("report.html", html.encode())
         part.commit({"kind": "scoring_report", "run_date": date, "model_version": version})
-    uri = lake.uri_of(report_key(date))
-    return {**content, "uri": f"{uri}/report.html"}
+    return ReportResult(date, lake.uri_of(f"{report_key(date)}/report.html"), content)

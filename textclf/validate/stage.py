@@ -17,7 +17,6 @@ warnings are logged and returned.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from textclf import __version__
 from textclf.common import json_bytes, utc_now_iso
-from textclf.config import Kind, ValidationConfig, parse_date, parse_kind
+from textclf.config import ValidationConfig
 from textclf.errors import ValidationFailedError
 from textclf.lake import Lake
 from textclf.lake.layout import data_docs_key, dataset_key, validation_key
@@ -85,7 +84,7 @@ def read_stats(lake: Lake, key: str, kind: str, progress: Progress) -> tuple[pd.
 
 
 @dataclass(frozen=True)
-class ValidationReport:
+class ValidationResult:
     """Outcome of validating one dataset partition."""
 
     kind: str
@@ -104,12 +103,9 @@ class ValidationReport:
                 "failures": self.failures, "warnings": self.warnings}
 
 
-def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig | None = None,
-             progress: Progress | None = None) -> ValidationReport:
+def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = None) -> ValidationResult:
     """Validate a dataset partition, write results, profile and Data Docs to the lake; raise on critical."""
-    lake = lake if isinstance(lake, Lake) else Lake(lake)
-    kind, date = parse_kind(kind), parse_date(date)
-    config = config or ValidationConfig()
+    kind, date = config.kind, config.date
     source_key, out_key = dataset_key(kind, date), validation_key(kind, date)
     manifest = lake.require_manifest(source_key)
     stats, schemas = read_stats(lake, source_key, kind, progress or NoProgress())
@@ -132,7 +128,7 @@ def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig |
             "success": success, "failures": failures, "warnings": warnings,
             "links": {"profile": "profile.json", "profile_html": "profile.html",
                       "data_docs": "data_docs/index.html", "gx_results": gx_files},
-            "config": dataclasses.asdict(config),
+            "config": config.thresholds(),
             "versions": {"textclf": __version__, "great_expectations": gx_run.gx_version},
             "expectations": entries,
         }
@@ -146,7 +142,7 @@ def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig |
             writer.commit({"kind": kind, "ingest_date": date, "dataset": lake.uri_of(source_key),
                            "dataset_rows": prof["rows"], "success": success, "critical_failures": len(failures),
                            "warnings": len(warnings)})
-    report = ValidationReport(kind, date, success, failures, warnings, lake.uri_of(f"{out_key}/results.json"),
+    result = ValidationResult(kind, date, success, failures, warnings, lake.uri_of(f"{out_key}/results.json"),
                               lake.uri_of(data_docs_key(kind, date)), prof)
     for warning in warnings:
         log.warning("validation warning for %s %s: %s", kind, date, warning)
@@ -155,5 +151,5 @@ def validate(lake: Lake | str, kind: Kind, date: str, config: ValidationConfig |
         log.error("failed expectation for %s %s: %s", kind, date, failure)
     if not success:
         raise ValidationFailedError(subject=f"{kind} {date}", failures=failures or ["see results.json"],
-                                    docs_uri=report.docs_uri)
-    return report
+                                    docs_uri=result.docs_uri)
+    return result
