@@ -114,7 +114,8 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert {name: r["state"] for name, r in runs.items()} == {"ingest": "success", "retrain": "success",
                                                             "score": "success"}
     assert set(runs["ingest"]["tasks"].values()) == {"success"}
-    assert runs["retrain"]["tasks"] == {"train": "success", "promote": "success", "publish_champion": "success"}
+    assert runs["retrain"]["tasks"] == {"train": "success", "evaluate": "success", "promote": "success",
+                                             "publish_champion": "success"}
     assert {k for k in runs["score"]["tasks"] if k.startswith("score_shard")} == {
         "score_shard[0]", "score_shard[1]", "score_shard[2]"}
     for kind in ("labeled", "unlabeled"):
@@ -157,7 +158,8 @@ def test_a_refused_promotion_is_a_successful_run(pipeline: tuple[Lake, dict[str,
     events = len(asset_events("champion_model"))
     dag_run = run("textclf_retrain", **RETRAIN_CONF, seed=1, min_accuracy=0.999)
     assert str(dag_run.state) == "success"
-    assert states(dag_run) == {"train": "success", "promote": "success", "publish_champion": "skipped"}
+    assert states(dag_run) == {"train": "success", "evaluate": "success", "promote": "success",
+                               "publish_champion": "skipped"}
     state = lake.read_json("models/champion.json")
     assert state["champion"]["version"] == champion  # the gate kept the champion
     last = state["history"][-1]
@@ -272,10 +274,11 @@ def test_ingest_graph(dags: dict[str, Any]) -> None:
 
 def test_retrain_graph_routes_training_to_the_gpu_queue(dags: dict[str, Any]) -> None:
     dag = dags["textclf_retrain"]
-    train, promote, publish = (dag.get_task(t) for t in ("train", "promote", "publish_champion"))
+    train, evaluate, promote, publish = (dag.get_task(t) for t in ("train", "evaluate", "promote", "publish_champion"))
     assert (train.queue, train.pool) == ("gpu", "gpu")
-    assert promote.queue == publish.queue == "default"
-    assert train.downstream_task_ids == {"promote"} and promote.downstream_task_ids == {"publish_champion"}
+    assert evaluate.queue == promote.queue == publish.queue == "default"
+    assert train.downstream_task_ids == {"evaluate"} and evaluate.downstream_task_ids == {"promote"}
+    assert promote.downstream_task_ids == {"publish_champion"}
     assert [a.name for a in publish.outlets] == ["champion_model"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless TEXTCLF_RETRAIN_ON_NEW_DATA is set
     assert set(dag.params) == {"model", "epochs", "seed", "settings", "force_promote", "tolerance",

@@ -1,4 +1,4 @@
-"""Batch scoring against the predictions contract (CONTRACTS.md section 6), locally and on real S3."""
+"""Batch scoring against the predictions contract (docs/contracts.md section 6), locally and on real S3."""
 
 from __future__ import annotations
 

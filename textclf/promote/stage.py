@@ -1,4 +1,4 @@
-"""The promotion gate (CONTRACTS.md section 4): a candidate serves only if it is at least as good.
+"""The promotion gate (docs/contracts.md, section 4): a candidate serves only if it is at least as good.
 
 Candidate and champion are compared on the same held-out documents: when both versions were
 evaluated on a test split with the same fingerprint their recorded metrics are used; otherwise

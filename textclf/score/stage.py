@@ -1,6 +1,6 @@
 """Batch scoring: a date's unlabeled documents through a registered model into a predictions partition.
 
-The output is CONTRACTS.md section 6 (schema version 1). Scoring streams record batches from
+The output is docs/contracts.md section 6 (schema version 1). Scoring streams record batches from
 Parquet through the model, so memory is bounded by the batch size. A date can be scored as N
 shards (by a hash of the doc id); each shard is committed as its own hidden partition and
 ``commit_predictions`` then publishes all of them as one partition with one manifest, written
