@@ -75,7 +75,8 @@ def build_evaluation(inp: EvaluationInput, predict_fn: PredictFn, *, explain_cou
 
 def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], lineage: dict[str, Any],
                      classes: Sequence[str], test: LabeledData, history: dict[str, list[float]],
-                     seed: int, explain_count: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+                     seed: int, explain_count: int, training: dict[str, Any] | None = None,
+                     ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Evaluate a model on the test split: metrics plus every report file."""
 
     from textclf.evaluate.predictions import EvaluationInput
@@ -83,7 +84,7 @@ def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], l
     probs = predict_texts(model, test.texts)
     inp = EvaluationInput(version=version, architecture=str(config.get("model")), classes=tuple(classes),
                           doc_ids=test.doc_ids.tolist(), texts=test.texts.tolist(), labels=test.labels.tolist(),
-                          probs=probs, history=history, config=config, lineage=lineage)
+                          probs=probs, history=history, config=config, lineage=lineage, training=training)
     metrics, files = build_evaluation(inp, lambda texts: predict_texts(model, texts), explain_count=explain_count,
                                       seed=seed)
     metrics["test_split"] = {"fingerprint": split_fingerprint(test.doc_ids.tolist(), test.labels.tolist()),
@@ -127,7 +128,7 @@ def evaluate(lake_uri: str, version: str, progress: Progress | None = None, lake
     training = lake.read_json(f"{loaded.key}/training.json")
     lineage = lake.read_json(f"{loaded.key}/lineage.json")
     metrics, files = evaluation_files(loaded.model, version, loaded.config, lineage, loaded.classes, splits.test,
-                                      training.get("history", {}), config.seed, explain_count)
+                                      training.get("history", {}), config.seed, explain_count, training=training)
     uri = rewrite_evaluation(lake, version, files)
     return {"model_version": version, "model_uri": uri, "report": f"{uri}/report.html",
             "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_f1") if k in metrics},

@@ -222,7 +222,7 @@ def train(lake_uri: str, config: TrainConfig, progress: Progress | None = None,
         training = {"history": result.history, "attempts": result.attempts, "seconds": round(result.seconds, 2),
                     "devices": result.devices, "trained_at": utc_now_iso()}
         metrics, files = evaluation_files(result.model, version, run_config, lineage, splits.classes, splits.test,
-                                          result.history, config.seed, config.explain_count)
+                                          result.history, config.seed, config.explain_count, training=training)
         files.update({"config.json": json_bytes(run_config), "lineage.json": json_bytes(lineage),
                       "training.json": json_bytes(training)})
         files["model_card.md"] = model_card(version, run_config, lineage, metrics, training).encode()
