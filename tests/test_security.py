@@ -487,10 +487,13 @@ def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp
 
 
 def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path: Path) -> None:
-    """Raw markup through render_page stays inert; the same page without its CSP meta tag runs it (control)."""
-    from textclf.report.html import render_page
+    """Raw markup in the pages' base template stays inert; the same page without its CSP meta tag runs it (control)."""
+    from textclf.report.render import environment
 
-    markup = render_page("csp probe", {"probe": ("Probe", HOSTILE_SCRIPT + HOSTILE_IMG)}, ["probe"])
+    # `|safe` stands for an escaping bug: the payload goes into the page as markup.
+    probe = environment().from_string('{% extends "base.html" %}{% block content %}{{ probe|safe }}{% endblock %}')
+    markup = probe.render(title="csp probe", sections=[("probe", "Probe")], probe=HOSTILE_SCRIPT + HOSTILE_IMG)
+    assert HOSTILE_SCRIPT in markup
     protected, unprotected = tmp_path / "protected.html", tmp_path / "unprotected.html"
     protected.write_text(markup, encoding="utf-8")
     without_csp = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", markup)
