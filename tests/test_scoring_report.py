@@ -259,3 +259,21 @@ def test_empty_run_renders_without_crashing() -> None:
 def test_input_is_a_frozen_value() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         steady().run_date = "x"  # type: ignore[misc]
+
+
+def test_batches_are_numbered_from_one_in_the_table_and_the_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import textclf.report.figures as figures
+
+    drawn: list = []
+    real = figures.png_uri
+    monkeypatch.setattr(figures, "png_uri", lambda fig: (drawn.append(fig), real(fig))[1])
+
+    report, page = build_scoring_report(steady(batch_signals=batches(3, 0.03, 0.9)))
+
+    assert [b["batch"] for b in report["batch_signals"]] == [0, 1, 2]  # the JSON keeps its 0-based field
+    table = page[page.index('<section id="batches">'):page.index('<section id="about">')]
+    assert re.findall(r"<tr><td>(\d+)</td>", table) == ["1", "2", "3"]
+    figure = next(f for f in drawn if f.axes[0].get_title() == "Per-batch signals")
+    plotted = [line for line in figure.axes[0].lines if line.get_label() in ("out-of-vocabulary share",
+                                                                              "mean confidence")]
+    assert len(plotted) == 2 and all(list(line.get_xdata()) == [1, 2, 3] for line in plotted)
