@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -23,7 +24,7 @@ from textclf.evaluate.maps import (
 )
 from textclf.evaluate.metrics import compute_metrics
 from textclf.evaluate.predictions import EvaluationInput
-from textclf.evaluate.report import SECTION_IDS, render_report
+from textclf.evaluate.report import SECTION_IDS, highlighted_spans, render_report, restored_epoch
 from textclf.evaluate.stage import build_evaluation
 from textclf.model.data import label_indices
 
@@ -306,3 +307,153 @@ def test_report_highlights_escaped_tokens_and_notes_empty_history(inp: Evaluatio
     assert re.search(r'<mark style="background:rgba\(0,160,60,[0-9.]+\)" title="\+[0-9.]+">goal</mark>', page)
     assert "No training history" in page
     assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
+
+
+def render_with(inp: EvaluationInput, **metric_changes: object) -> str:
+    """The report page of ``inp`` without explanations, its metrics changed by ``metric_changes``."""
+    metrics = {**compute_metrics(inp.classes, inp.labels, inp.probs), **metric_changes}
+    prob_map = probability_map(inp.probs, label_indices(inp.classes, inp.labels), inp.classes, method="pca")
+    return render_report(inp, metrics, explanations=[], label_errors=[], prob_map=prob_map)
+
+
+def section_html(page: str, section_id: str) -> str:
+    start = page.index(f'<section id="{section_id}">')
+    return page[start: page.index("</section>", start)]
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The matplotlib figures the report draws, kept for inspection instead of being encoded."""
+    import textclf.report.figures as fig_module
+
+    drawn: list = []
+    real = fig_module.png_uri
+
+    def keep(fig: object) -> str:
+        drawn.append(fig)
+        return real(fig)
+
+    monkeypatch.setattr(fig_module, "png_uri", keep)
+    return drawn
+
+
+@pytest.mark.parametrize(("monitor", "restored"), [("val_loss", 2), ("val_accuracy", 3)])
+def test_report_marks_the_epoch_early_stopping_restored(inp: EvaluationInput, figures: list, monitor: str,
+                                                        restored: int) -> None:
+    # Lowest val_loss at epoch 2, highest val_accuracy at epoch 3: the monitored one decides.
+    history = {"loss": [1.0, 0.6, 0.5, 0.4], "val_loss": [0.9, 0.5, 0.6, 0.7], "accuracy": [0.5, 0.7, 0.8, 0.9],
+               "val_accuracy": [0.5, 0.8, 0.9, 0.85]}
+    assert restored_epoch(history, monitor) == restored
+    changed = dataclasses.replace(inp, history=history, config={**inp.config, "monitor": monitor})
+
+    curves = section_html(render_with(changed), "training-curves")
+
+    assert f"Early stopping restored epoch <b>{restored}</b>" in curves
+    marked = re.findall(r'<tr class="marked"><td class="n">(\d+)</td>', curves)
+    assert marked == [str(restored)] and curves.count("restored</td>") == 1
+    curve_figure = next(f for f in figures if len(f.axes) == 2 and f.axes[0].get_title() == "loss")
+    for ax in curve_figure.axes:
+        vertical = [line for line in ax.lines if line.get_label() == f"restored epoch {restored}"]
+        assert len(vertical) == 1 and list(vertical[0].get_xdata()) == [restored, restored]
+
+
+def test_restored_epoch_is_none_without_the_monitored_series() -> None:
+    assert restored_epoch({"loss": [1.0, 0.5]}, "val_loss") is None
+    assert restored_epoch({"val_loss": [0.4, 0.3]}, "val_accuracy") is None
+    assert restored_epoch({"val_acc": [0.4, 0.6, 0.5]}, "val_accuracy") == 2  # the Keras 2 name
+    assert restored_epoch({"val_loss": [0.5, 0.4, 0.4]}, "val_loss") == 2  # a tie is no improvement
+
+
+def test_small_test_split_warns_with_the_scoring_report_threshold() -> None:
+    from textclf.score.drift import DriftThresholds
+    from textclf.textstats import MIN_RELIABLE_ROWS
+
+    assert DriftThresholds().min_rows == MIN_RELIABLE_ROWS == 100  # one threshold for both reports
+
+    def perfect(n: int) -> EvaluationInput:
+        labels = [CLASSES[i % 3] for i in range(n)]
+        return EvaluationInput("v1", "mlp", CLASSES, [f"d{i}" for i in range(n)], ["x"] * n, labels,
+                               one_hot_probs([i % 3 for i in range(n)], 3, p=0.9), {}, {}, {})
+
+    small = section_html(render_with(perfect(23)), "summary")
+    assert ('<div class="box warning"><b>small test split</b> Only 23 test rows (fewer than 100): '
+            "accuracy 1.0000") in small
+    assert "small test split" not in render_with(perfect(MIN_RELIABLE_ROWS))
+
+
+def test_linear_reference_is_compared_when_present_and_said_missing_when_not(inp: EvaluationInput) -> None:
+    metrics = compute_metrics(inp.classes, inp.labels, inp.probs)
+    reference = {"accuracy": metrics["accuracy"] - 0.05, "macro_f1": metrics["macro_f1"] + 0.01,
+                 "description": "TF-IDF + linear SVM <b>on the same split</b>", "seconds": 3.25}
+
+    page = render_with(inp, linear_reference=reference)
+
+    assert "This model vs the linear reference: <b>+5.0 pt accuracy</b>, <b>-0.010 macro-F1</b>" in page
+    section = section_html(page, "linear-reference")
+    assert "TF-IDF + linear SVM &lt;b&gt;on the same split&lt;/b&gt;" in section and "3.2 s" in section
+    assert '<td>accuracy</td><td class="n">{:.4f}</td>'.format(metrics["accuracy"]) in section
+    absent = render_with(inp)
+    assert "The linear reference was not computed for this version." in absent
+    assert "was not computed" in section_html(absent, "linear-reference")
+
+
+def test_model_selection_lists_candidates_only_when_recorded(inp: EvaluationInput) -> None:
+    candidates = [
+        {"name": "bow_mlp", "params": {"units": 64, "dropout": 0.2}, "validation_accuracy": 0.91,
+         "validation_macro_f1": 0.9, "seconds": 12.0, "selected": False},
+        {"name": "cnn", "params": {"filters": 128}, "validation_accuracy": 0.93, "validation_macro_f1": 0.92,
+         "seconds": 40.5, "selected": True},
+    ]
+    page = render_with(dataclasses.replace(inp, training={"candidates": candidates}))
+
+    ids = re.findall(r'<section id="([^"]+)">', page)
+    assert ids.index("model-selection") == ids.index("training-curves") + 1
+    section = section_html(page, "model-selection")
+    assert "<td>units=64, dropout=0.2</td>" in section and '<td class="n">0.9300</td>' in section
+    assert re.findall(r'<tr class="marked"><td>([^<]+)</td>', section) == ["cnn"]
+    assert 'id="model-selection"' not in render_with(inp)
+    assert 'id="model-selection"' not in render_with(dataclasses.replace(inp, training={"history": {}}))
+
+
+def test_long_explained_text_is_shown_whole_and_unclipped(inp: EvaluationInput) -> None:
+    from importlib.resources import files
+
+    # 900 words on 30 lines: far beyond the old 20em box, and within the 1,000 words LIME explains.
+    long_text = "\n".join(" ".join(f"w{i}x{j}" for j in range(30)) for i in range(30)) + " goal"
+    explanation = {**explain_predictions(keyword_model, [long_text], CLASSES, num_samples=20)[0], "doc_id": "long"}
+    metrics = compute_metrics(inp.classes, inp.labels, inp.probs)
+    prob_map = probability_map(inp.probs, label_indices(inp.classes, inp.labels), inp.classes, method="pca")
+    page = render_report(inp, metrics, explanations=[explanation], label_errors=[], prob_map=prob_map)
+
+    box = re.search(r'<div class="text">(.*?)</div>', page, re.S).group(1)
+    assert not explanation["truncated"]
+    assert re.sub(r"<[^>]+>", "", box) == long_text  # every word, every line break kept
+    css = files("textclf.report").joinpath("templates/style.css").read_text()
+    rule = re.search(r"div\.text\s*\{([^}]*)\}", css).group(1)
+    assert "max-height" not in rule and "overflow:" not in rule.replace("overflow-wrap:", "")
+    assert "white-space: pre-wrap" in rule
+
+
+def test_highlighted_spans_cover_the_text_exactly() -> None:
+    spans = highlighted_spans("The goal, the GOAL <b>!", [{"word": "goal", "weight": 0.5}, {"word": "b", "weight": -1}])
+    assert spans == [("The ", None), ("goal", 0.5), (", the ", None), ("GOAL", 0.5), (" <", None), ("b", -1.0),
+                     (">!", None)]
+    assert highlighted_spans("", []) == [] and highlighted_spans("plain", []) == [("plain", None)]
+
+
+def test_model_card_is_plain_markdown_and_warns_on_a_small_test_split() -> None:
+    from textclf.model.registry import model_card
+
+    metrics = {"n": 23, "accuracy": 1.0, "macro_f1": 1.0, "expected_calibration_error": 0.01,
+               "per_class": {"a&b": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 23}}}
+    lineage = {"rows": 230, "partitions": [{"partition": "datasets/labeled/ingest_date=2026-01-01", "rows": 230}],
+               "splits": {"train": {"a&b": 207}, "test": {"a&b": 23}}}
+    card = model_card("v1", {"model": "bow_mlp"}, lineage, metrics, {"trained_at": "T", "seconds": 1.5})
+
+    assert card.startswith("# Model card: v1\n\n## Model\n- Architecture: `bow_mlp`")
+    assert card.endswith("low-information predictions.\n")
+    assert "- Classes: `a&b`\n- Trained at T in 1.5 s on 0 GPU(s)\n" in card  # Markdown: nothing HTML-escaped
+    assert "| a&b | 1.000 | 1.000 | 1.000 | 23 |\n" in card
+    assert "Split by a salted hash of the doc id: train 207, test 23\n" in card
+    assert "- Only 23 test documents (fewer than 100)" in card
+    assert "- Only" not in model_card("v1", {}, lineage, {**metrics, "n": 100}, {})

@@ -215,7 +215,7 @@ def test_hostile_names_and_uris_appear_only_escaped() -> None:
 
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert 'href="s3://lake/p&quot;&gt;&lt;script&gt;' in page
+    assert 'href="s3://lake/p&#34;&gt;&lt;script&gt;' in page  # the quote cannot close the attribute
     assert 'href="javascript:' not in page and "<code>javascript:alert(1)</code>" in page
     assert XSS in report["predicted_counts"] and XSS in json.dumps(report)  # the JSON keeps the raw name
 
@@ -241,8 +241,9 @@ def test_long_runs_show_both_ends_of_the_batch_table() -> None:
     batches_html = page[page.index('<section id="batches">'):page.index('<section id="about">')]
     assert batches_html.count("<tr>") == 1 + 100 + 1 + 100  # header, first 100, the gap row, last 100
     assert "50 batches not shown" in batches_html
-    assert "<td>99</td>" in batches_html and "<td>150</td>" in batches_html
-    assert "<td>100</td>" not in batches_html and "<td>149</td>" not in batches_html
+    # Batches are shown numbered from 1: the first 100 are 1-100 and the last 100 are 151-250.
+    assert "<td>100</td>" in batches_html and "<td>151</td>" in batches_html
+    assert "<td>101</td>" not in batches_html and "<td>150</td>" not in batches_html
 
 
 def test_empty_run_renders_without_crashing() -> None:
@@ -258,3 +259,21 @@ def test_empty_run_renders_without_crashing() -> None:
 def test_input_is_a_frozen_value() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         steady().run_date = "x"  # type: ignore[misc]
+
+
+def test_batches_are_numbered_from_one_in_the_table_and_the_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import textclf.report.figures as figures
+
+    drawn: list = []
+    real = figures.png_uri
+    monkeypatch.setattr(figures, "png_uri", lambda fig: (drawn.append(fig), real(fig))[1])
+
+    report, page = build_scoring_report(steady(batch_signals=batches(3, 0.03, 0.9)))
+
+    assert [b["batch"] for b in report["batch_signals"]] == [0, 1, 2]  # the JSON keeps its 0-based field
+    table = page[page.index('<section id="batches">'):page.index('<section id="about">')]
+    assert re.findall(r"<tr><td>(\d+)</td>", table) == ["1", "2", "3"]
+    figure = next(f for f in drawn if f.axes[0].get_title() == "Per-batch signals")
+    plotted = [line for line in figure.axes[0].lines if line.get_label() in ("out-of-vocabulary share",
+                                                                              "mean confidence")]
+    assert len(plotted) == 2 and all(list(line.get_xdata()) == [1, 2, 3] for line in plotted)

@@ -487,10 +487,13 @@ def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp
 
 
 def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path: Path) -> None:
-    """Raw markup through render_page stays inert; the same page without its CSP meta tag runs it (control)."""
-    from textclf.report.html import render_page
+    """Raw markup in the pages' base template stays inert; the same page without its CSP meta tag runs it (control)."""
+    from textclf.report.render import environment
 
-    markup = render_page("csp probe", {"probe": ("Probe", HOSTILE_SCRIPT + HOSTILE_IMG)}, ["probe"])
+    # `|safe` stands for an escaping bug: the payload goes into the page as markup.
+    probe = environment().from_string('{% extends "base.html" %}{% block content %}{{ probe|safe }}{% endblock %}')
+    markup = probe.render(title="csp probe", sections=[("probe", "Probe")], probe=HOSTILE_SCRIPT + HOSTILE_IMG)
+    assert HOSTILE_SCRIPT in markup
     protected, unprotected = tmp_path / "protected.html", tmp_path / "unprotected.html"
     protected.write_text(markup, encoding="utf-8")
     without_csp = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", markup)
@@ -499,6 +502,92 @@ def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path
 
     assert _render(chromium, protected, tmp_path).title == "csp probe"
     assert _render(chromium, unprotected, tmp_path).title == PWNED  # the browser would have run it
+
+
+
+def _hostile_pages() -> dict[str, tuple[str, str]]:
+    """Every HTML page, rendered with hostile markup in each value it shows: {page: (markup, expected title)}."""
+    import pandas as pd
+
+    from tests.test_evaluation import keyword_model, make_input
+    from tests.test_scoring_report import steady
+    from textclf.evaluate.explain import explain_predictions
+    from textclf.evaluate.label_errors import suspected_label_errors
+    from textclf.evaluate.maps import probability_map
+    from textclf.evaluate.metrics import compute_metrics
+    from textclf.evaluate.report import render_report
+    from textclf.model.data import label_indices
+    from textclf.score.report import build_scoring_report
+    from textclf.validate.profile import profile, render_profile_html
+
+    base = make_input()
+    hostile_class = f"tech{HOSTILE_SCRIPT}"
+    inp = dataclasses.replace(
+        base, version=f"v1{HOSTILE_SCRIPT}", architecture=HOSTILE_IMG,
+        classes=tuple(hostile_class if c == "tech" else c for c in base.classes),
+        labels=[hostile_class if label == "tech" else label for label in base.labels],
+        texts=[f"{t} {HOSTILE_SCRIPT} goal {HOSTILE_IMG}" for t in base.texts],
+        doc_ids=[f"{d}{HOSTILE_IMG}" for d in base.doc_ids], config={**base.config, "note": HOSTILE_IMG},
+        history={"loss": [0.5], HOSTILE_SCRIPT: [0.1]},
+        training={"candidates": [{"name": HOSTILE_SCRIPT, "params": {HOSTILE_IMG: HOSTILE_SCRIPT},
+                                  "validation_accuracy": 0.9, "validation_macro_f1": 0.9, "seconds": 1.0,
+                                  "selected": True}]})
+    metrics = compute_metrics(inp.classes, inp.labels, inp.probs)
+    metrics["linear_reference"] = {"accuracy": 0.5, "macro_f1": 0.5, "description": HOSTILE_SCRIPT, "seconds": 1.0}
+    explanations = explain_predictions(keyword_model, inp.texts[-3:], inp.classes, num_samples=50)
+    for ex, doc_id, label in zip(explanations, inp.doc_ids[-3:], inp.labels[-3:], strict=True):
+        ex.update(doc_id=doc_id, label=label)
+    model_page = render_report(inp, metrics, explanations=explanations, label_errors=suspected_label_errors(inp),
+                               prob_map=probability_map(inp.probs, label_indices(inp.classes, inp.labels),
+                                                        inp.classes, method="pca"))
+    _, scoring_page = build_scoring_report(steady(
+        classes=("sports", "politics", HOSTILE_SCRIPT),
+        predicted_counts={"sports": 250, "politics": 150, HOSTILE_SCRIPT: 100},
+        training_class_counts={"sports": 500, "politics": 300, HOSTILE_SCRIPT: 200},
+        length_bins={HOSTILE_IMG: 500}, model_version=f"v1{HOSTILE_IMG}",
+        batch_signals=[{"batch": 0, "rows": 100, HOSTILE_SCRIPT: HOSTILE_IMG}],
+        predictions_uri=f's3://lake/p">{HOSTILE_SCRIPT}', validation_docs_uri=f"javascript:document.title='{PWNED}'",
+        model_report_uri=f" JavaScript:alert('{PWNED}')"))
+    stats = pd.DataFrame({"doc_id": ["a"], "text_chars": [3], "text_words": [1], "label": [HOSTILE_SCRIPT]})
+    profile_page = render_profile_html(profile(stats, "labeled"), f"Profile {HOSTILE_IMG}")
+    return {"model report": (model_page, f"Model v1{HOSTILE_SCRIPT} ({HOSTILE_IMG}): evaluation"),
+            "scoring report": (scoring_page, f"Scoring report 2024-05-02: model v1{HOSTILE_IMG}"),
+            "profile": (profile_page, f"Profile {HOSTILE_IMG}")}
+
+
+def test_templates_autoescape_hostile_values_in_every_page() -> None:
+    """Without a browser: class names, doc ids, texts, labels, versions and URIs come out as text, never markup."""
+    for name, (markup, title) in _hostile_pages().items():
+        dom = _Dom(markup)
+        _assert_inert(dom, title)
+        assert "<script" not in markup.lower(), name
+        text = "".join(dom.text)
+        assert HOSTILE_SCRIPT in text or HOSTILE_IMG in text, name
+        links = [attrs.get("href") or "" for tag, attrs in dom.tags if tag == "a"]
+        assert not [h for h in links if "javascript:" in h.lower()], (name, links)
+    scoring = _Dom(_hostile_pages()["scoring report"][0])
+    assert f"javascript:document.title='{PWNED}'" in "".join(scoring.text)  # refused as a link, shown as text
+
+
+def test_no_module_builds_html_in_python_strings() -> None:
+    """Markup lives in textclf/report/templates only: no string literal of the package holds an HTML tag."""
+    import ast
+
+    tag = re.compile(r"<\s*/?\s*(!doctype|html|head|body|style|table|thead|tbody|tr|td|th|div|span|p|a|img|"
+                     r"section|nav|mark|code|b|i|em|ul|li|h[1-6]|br|article|meta|title)\b", re.I)
+    # The demo corpus writes dirty documents, HTML included, for ingest to clean: input data, not a page.
+    allowed = {"textclf/demo/corpus.py"}
+    offenders = []
+    for path in sorted((ROOT / "textclf").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        offenders += [f"{rel}:{node.lineno}: {node.value[:60]!r}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings and tag.search(node.value) and rel not in allowed]
+    assert offenders == []
 
 
 # -- 4. keys built from arguments or manifests cannot leave the lake -----------------------------------------------

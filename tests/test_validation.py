@@ -376,3 +376,42 @@ def test_importing_validation_loads_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_profile_length_table_headers_line_up_with_their_values() -> None:
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        """(tag, class, text) of every header and data cell, row by row."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[tuple[str, str, str]]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("th", "td"):
+                self.rows[-1].append((tag, dict(attrs).get("class") or "", ""))
+
+        def handle_data(self, data: str) -> None:
+            if self.rows and self.rows[-1]:
+                tag, css, text = self.rows[-1][-1]
+                self.rows[-1][-1] = (tag, css, text + data)
+
+    stats = pd.DataFrame({"doc_id": ["a", "b", "c"], "text_chars": [5, 600, 5000], "text_words": [1, 100, 801],
+                          "label": ["x", "x", "y"]})
+    page = render_profile_html(profile(stats, "labeled"), "t")
+    section = page[page.index('<section id="length-percentiles">'):]
+    parser = Cells()
+    parser.feed(section[: section.index("</table>")])
+    header, *rows = parser.rows
+
+    header = [(tag, css, text.strip()) for tag, css, text in header]
+    rows = [[(tag, css, text.strip()) for tag, css, text in row] for row in rows]
+    assert [text for _, _, text in header] == ["", "min", "p5", "p50", "p95", "max", "mean"]
+    words = next(r for r in rows if r[0][2] == "words")
+    assert len(words) == len(header)
+    assert words[header.index(next(h for h in header if h[2] == "mean"))][2] == "300.67"
+    # Each column is aligned as its header: numbers and their headers both right-aligned.
+    assert [css for _, css, _ in header[1:]] == [css for _, css, _ in words[1:]] == ["n"] * 6

@@ -35,3 +35,7 @@ def oov_counts(texts: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, i
 
 
 LOW_CONFIDENCE = 0.5
+
+# Below this many rows a report's shares and scores swing widely from sample to sample: the scoring
+# report flags its drift figures as unreliable and the model report warns about its test split.
+MIN_RELIABLE_ROWS = 100

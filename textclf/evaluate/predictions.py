@@ -24,6 +24,7 @@ class EvaluationInput:
     config: dict[str, Any]
     lineage: dict[str, Any]
     embeddings: np.ndarray | None = None  # (n, d) penultimate-layer features for the projector
+    training: dict[str, Any] | None = None  # the training record (training.json), for its model-selection candidates
 
     def __post_init__(self) -> None:
         n = len(self.doc_ids)

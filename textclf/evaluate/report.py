@@ -18,192 +18,197 @@ from textclf.evaluate.maps import (
 )
 from textclf.evaluate.predictions import EvaluationInput
 from textclf.report.figures import curves_figure, map_figure, matrix_figure, method_name, reliability_figure
-from textclf.report.html import _e, _img, _num, _table_html, _value_html, render_page
-from textclf.textstats import LOW_CONFIDENCE
+from textclf.report.render import config_tree, render
+from textclf.textstats import LOW_CONFIDENCE, MIN_RELIABLE_ROWS
 
-SECTION_IDS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
-               "probability-correlation", "probability-map", "projector", "explanations", "label-errors")
+SECTIONS = (
+    ("summary", "Summary"), ("per-class", "Per-class scores"), ("linear-reference", "Linear reference"),
+    ("confusion-matrix", "Confusion matrix"), ("training-curves", "Training curves"), ("calibration", "Calibration"),
+    ("probability-correlation", "Correlation of class probabilities"), ("probability-map", "Probability map"),
+    ("projector", "Embedding Projector"), ("explanations", "Explained predictions"),
+    ("label-errors", "Suspected label errors"),
+)
+
+SECTION_IDS = tuple(sid for sid, _ in SECTIONS)
+
+# Shown only when the training record holds candidates, right after the training curves.
+MODEL_SELECTION = ("model-selection", "Model selection")
 
 
-def _highlighted_text(text: str, words: Sequence[Mapping[str, Any]]) -> str:
-    """The escaped text with each explained word in a <mark>, green if it supports the prediction, red if not."""
+def highlighted_spans(text: str, words: Sequence[Mapping[str, Any]]) -> list[tuple[str, float | None]]:
+    """The text cut into (text, weight) spans: each explained word with its LIME weight, the rest with None."""
     weight_of = {str(w["word"]).casefold(): float(w["weight"]) for w in words}
-    top = max((abs(w) for w in weight_of.values()), default=0.0) or 1.0
-    out, end = [], 0
+    spans: list[tuple[str, float | None]] = []
+    end = 0
     for m in WORD_RE.finditer(text):
-        out.append(_e(text[end: m.start()]))
         weight = weight_of.get(m.group().casefold())
         if weight is None:
-            out.append(_e(m.group()))
-        else:
-            alpha = 0.1 + 0.75 * abs(weight) / top
-            rgb = "0,160,60" if weight > 0 else "220,40,40"
-            out.append(f'<mark style="background:rgba({rgb},{alpha:.2f})" title="{weight:+.4f}">{_e(m.group())}</mark>')
+            continue
+        if m.start() > end:
+            spans.append((text[end: m.start()], None))
+        spans.append((m.group(), weight))
         end = m.end()
-    out.append(_e(text[end:]))
-    return "".join(out)
+    if end < len(text):
+        spans.append((text[end:], None))
+    return spans
 
 
-def _summary_body(inp: EvaluationInput, metrics: Mapping[str, Any]) -> str:
-    """Headline numbers, lineage and training config."""
+def restored_epoch(history: Mapping[str, Sequence[float]], monitor: str) -> int | None:
+    """The 1-based epoch early stopping restored: lowest val_loss when monitored, else highest val_accuracy."""
+    names = ("val_loss",) if monitor == "val_loss" else ("val_accuracy", "val_acc")
+    series = next((history[n] for n in names if history.get(n)), None)
+    if not series:
+        return None
+    values = np.asarray(series, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return None
+    # The first best, as Keras keeps it: a later equal value is no improvement.
+    best = np.nanargmin(values) if monitor == "val_loss" else np.nanargmax(values)
+    return int(best) + 1
+
+
+def _summary(inp: EvaluationInput, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline numbers, the small-sample and unknown-label warnings, lineage and training config."""
     headline = [
-        ("model version", _e(inp.version)), ("architecture", _e(inp.architecture)),
-        ("classes", _e(", ".join(inp.classes))), ("test rows", _num(metrics.get("n"))),
-        ("accuracy", _num(metrics.get("accuracy"))), ("macro-F1", _num(metrics.get("macro_f1"))),
-        ("weighted-F1", _num(metrics.get("weighted_f1"))),
-        ("expected calibration error", _num(metrics.get("expected_calibration_error"))),
-        ("log loss", _num(metrics.get("log_loss"))),
-        (f"share with confidence &lt; {LOW_CONFIDENCE}", _num(metrics.get("low_confidence_share"))),
-        ("rows with labels unknown to the model", _num(metrics.get("unknown_label_count"))),
+        ("model version", inp.version), ("architecture", inp.architecture), ("classes", ", ".join(inp.classes)),
+        ("test rows", metrics.get("n")), ("accuracy", metrics.get("accuracy")), ("macro-F1", metrics.get("macro_f1")),
+        ("weighted-F1", metrics.get("weighted_f1")),
+        ("expected calibration error", metrics.get("expected_calibration_error")),
+        ("log loss", metrics.get("log_loss")),
+        (f"share with confidence < {LOW_CONFIDENCE}", metrics.get("low_confidence_share")),
+        ("rows with labels unknown to the model", metrics.get("unknown_label_count")),
     ]
+    n = int(metrics.get("n") or 0)
     unknown = metrics.get("unknown_labels") or {}
-    note = (f'<p class="warn">{len(unknown)} label(s) of the test split are not classes of this model and count '
-            f"as errors: {_e(', '.join(f'{k} ({v})' for k, v in unknown.items()))}</p>" if unknown else "")
-    lineage = _value_html(inp.lineage) if inp.lineage else "<p>No lineage recorded.</p>"
-    config = _value_html(inp.config) if inp.config else "<p>No training config recorded.</p>"
-    return (_table_html(["", "value"], [[name, value] for name, value in headline], numeric=(1,)) + note
-            + "\n<h3>Training data lineage</h3>\n" + lineage + "\n<h3>Training config</h3>\n" + config)
+    return {
+        "headline": headline,
+        "rows": n, "small_sample": n < MIN_RELIABLE_ROWS, "min_rows": MIN_RELIABLE_ROWS,
+        "accuracy": metrics.get("accuracy"),
+        "unknown_labels": ", ".join(f"{k} ({v})" for k, v in unknown.items()), "unknown_count": len(unknown),
+        "lineage": config_tree(inp.lineage) if inp.lineage else None,
+        "config": config_tree(inp.config) if inp.config else None,
+    }
 
 
-def _per_class_body(metrics: Mapping[str, Any]) -> str:
+def _linear_reference(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """This model against the linear reference recorded in the metrics, or None when it was not computed."""
+    ref = metrics.get("linear_reference")
+    if not ref:
+        return None
+
+    def gain(key: str, scale: float) -> float | None:
+        mine, theirs = metrics.get(key), ref.get(key)
+        return None if mine is None or theirs is None else (float(mine) - float(theirs)) * scale
+
+    return {"description": ref.get("description") or "", "seconds": ref.get("seconds"),
+            "accuracy_points": gain("accuracy", 100.0), "macro_f1_gain": gain("macro_f1", 1.0),
+            "rows": [["accuracy", metrics.get("accuracy"), ref.get("accuracy"), gain("accuracy", 1.0)],
+                     ["macro-F1", metrics.get("macro_f1"), ref.get("macro_f1"), gain("macro_f1", 1.0)]]}
+
+
+def _per_class(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Precision, recall, F1, support and predicted count per class."""
-    rows = [[_e(name), _num(s["precision"]), _num(s["recall"]), _num(s["f1"]), _num(s["support"]),
-             _num(s.get("predicted"))] for name, s in metrics.get("per_class", {}).items()]
+    rows = [[name, s["precision"], s["recall"], s["f1"], s["support"], s.get("predicted")]
+            for name, s in metrics.get("per_class", {}).items()]
     dist = metrics.get("predicted_class_distribution", {})
-    return (_table_html(["class", "precision", "recall", "F1", "support", "predicted"], rows, numeric=(1, 2, 3, 4, 5))
-            + f"<p>Predicted class distribution: {_e(', '.join(f'{k} {v}' for k, v in dist.items()))}.</p>")
+    return {"rows": rows, "distribution": ", ".join(f"{k} {v}" for k, v in dist.items())}
 
 
-def _confusion_body(metrics: Mapping[str, Any]) -> str:
-    """Confusion-matrix heatmap and table (rows true, columns predicted)."""
+def _confusion(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Confusion-matrix heatmap and table (rows true, columns predicted); None without test rows."""
     cm = np.asarray(metrics.get("confusion_matrix", []), dtype=np.int64)
     rows = metrics.get("confusion_matrix_rows", [])
     cols = metrics.get("confusion_matrix_columns", [])
     if not cm.size:
-        return "<p>No test rows.</p>"
+        return None
     image = matrix_figure(cm, rows, cols, title="Confusion matrix (counts)", cmap="Blues", vmin=None, vmax=None,
-                           fmt="d", xlabel="predicted", ylabel="true")
-    table = _table_html(["true \\ predicted", *(_e(c) for c in cols)],
-                        [[f"<b>{_e(r)}</b>", *(_num(int(v)) for v in cm[i])] for i, r in enumerate(rows)],
-                        numeric=tuple(range(1, len(cols) + 1)))
-    return _img(image, "confusion matrix heatmap") + table
+                          fmt="d", xlabel="predicted", ylabel="true")
+    return {"image": image, "columns": [("true \\ predicted", "head"), *((c, "num") for c in cols)],
+            "rows": [[r, *(int(v) for v in cm[i])] for i, r in enumerate(rows)]}
 
 
-def _curves_body(history: Mapping[str, Sequence[float]]) -> str:
-    """Training curves and the per-epoch values, or a note without history."""
+def _curves(history: Mapping[str, Sequence[float]], monitor: str) -> dict[str, Any] | None:
+    """Training curves and per-epoch values with the restored epoch marked; None without history."""
     series = {k: v for k, v in (history or {}).items() if isinstance(v, list | tuple) and len(v)}
     if not series:
-        return "<p>No training history was recorded for this version.</p>"
+        return None
+    best = restored_epoch(series, monitor)
     epochs = max(len(v) for v in series.values())
-    rows = [[_num(e + 1), *(_num(float(v[e])) if e < len(v) else "" for v in series.values())] for e in range(epochs)]
-    return (_img(curves_figure(series), "training and validation loss and accuracy per epoch")
-            + _table_html(["epoch", *(_e(k) for k in series)], rows, numeric=tuple(range(len(series) + 1))))
+    rows = [[e + 1, *(float(v[e]) if e < len(v) else None for v in series.values()),
+             "restored" if e + 1 == best else ""] for e in range(epochs)]
+    return {"image": curves_figure(series, restored_epoch=best), "rows": rows, "restored": best, "monitor": monitor,
+            "columns": [("epoch", "num"), *((k, "num") for k in series), ("", "text")],
+            "marked": [] if best is None else [best - 1]}
 
 
-def _calibration_body(metrics: Mapping[str, Any]) -> str:
+def _calibration(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Reliability diagram, ECE and the bin table."""
     bins = metrics.get("reliability_bins", [])
     ece = metrics.get("expected_calibration_error")
-    rows = [[f"{b['lower']:.3f}\u2013{b['upper']:.3f}", _num(b["count"]), _num(b["mean_confidence"]),
-             _num(b["accuracy"])] for b in bins]
-    return (_img(reliability_figure(bins, ece), "reliability diagram")
-            + f"<p>Expected calibration error over {len(bins)} equal-width confidence bins: <b>{_num(ece)}</b> "
-            f"(0 is perfectly calibrated).</p>"
-            + _table_html(["confidence bin", "rows", "mean confidence", "accuracy"], rows, numeric=(1, 2, 3)))
+    rows = [[f"{b['lower']:.3f}\u2013{b['upper']:.3f}", b["count"], b["mean_confidence"], b["accuracy"]] for b in bins]
+    return {"image": reliability_figure(bins, ece), "ece": ece, "bins": len(bins), "rows": rows}
 
 
-def _correlation_body(inp: EvaluationInput) -> str:
-    """Heatmap of the correlation between class-probability columns."""
+def _correlation(inp: EvaluationInput) -> str | None:
+    """Heatmap of the correlation between class-probability columns; None without classes."""
     corr = probability_correlation(inp.probs)
     if not corr.size:
-        return "<p>No classes.</p>"
-    image = matrix_figure(corr, inp.classes, inp.classes, title="Correlation of predicted class probabilities",
-                           cmap="RdBu_r", vmin=-1.0, vmax=1.0, fmt=".2f", xlabel="class", ylabel="class")
-    return (_img(image, "probability correlation heatmap")
-            + "<p>Positively correlated classes tend to be confused with each other; classes whose probability "
-            "never varies are shown uncorrelated.</p>")
+        return None
+    return matrix_figure(corr, inp.classes, inp.classes, title="Correlation of predicted class probabilities",
+                         cmap="RdBu_r", vmin=-1.0, vmax=1.0, fmt=".2f", xlabel="class", ylabel="class")
 
 
-def _map_body(prob_map: Mapping[str, Any]) -> str:
+def _probability_map(prob_map: Mapping[str, Any]) -> dict[str, Any]:
     """The probability map scatter and how it was made."""
-    method = method_name(prob_map)
     shown = len(prob_map.get("points", []))
-    return (_img(map_figure(dict(prob_map)), "2-D map of predicted probability vectors")
-            + f"<p>{_e(method)} of {shown:,} of {_num(prob_map.get('n_rows', shown))} test rows (a stratified "
-            f"sample when there are more), coloured by true class. Stars are the one-hot vectors of each class, "
-            f"crosses the mean predicted vector of each class's rows, fitted together with the rows.</p>")
+    return {"image": map_figure(dict(prob_map)), "method": method_name(prob_map), "shown": shown,
+            "rows": prob_map.get("n_rows", shown)}
 
 
-def _projector_body() -> str:
-    """How to open the exported Embedding Projector files."""
-    files = "".join(f"<li><code>{_e(f)}</code></li>" for f in (PROJECTOR_TENSORS, PROJECTOR_METADATA,
-                                                                PROJECTOR_CONFIG))
-    return (f"<p>A per-class sample of the test rows is exported for the TensorBoard Embedding Projector "
-            f"(penultimate-layer features when the model provides them, else the predicted probabilities), "
-            f"next to this report:</p><ul>{files}</ul>"
-            f"<p>Either run <code>tensorboard --logdir MODEL_VERSION_DIR/{PROJECTOR_DIR}</code> on a local copy "
-            f"of this version's folder and open the Projector tab, or open "
-            f"<code>https://projector.tensorflow.org</code>, choose <em>Load</em> and upload "
-            f"<code>tensors.tsv</code> then <code>metadata.tsv</code>.</p>")
+def _explanation(ex: Mapping[str, Any]) -> dict[str, Any]:
+    """One explained prediction: its heading facts, the highlighted text spans, the word weights and the fit."""
+    label = ex.get("label")
+    verdict = None if label is None else ("correct" if label == ex.get("predicted_label") else "wrong")
+    words = ex.get("words", [])
+    return {"doc_id": ex.get("doc_id", ""), "predicted": ex.get("predicted_label"), "confidence": ex.get("confidence"),
+            "label": label, "verdict": verdict, "note": ex.get("note") or "",
+            "spans": highlighted_spans(str(ex.get("text", "")), words),
+            "words": [[w["word"], float(w["weight"])] for w in words],
+            "intercept": ex.get("intercept"), "local_prediction": ex.get("local_prediction"), "score": ex.get("score"),
+            "num_samples": ex.get("num_samples")}
 
 
-def _explanations_body(explanations: Sequence[Mapping[str, Any]]) -> str:
-    """Each explained prediction: the text with its explained words highlighted, and their weights."""
-    if not explanations:
-        return "<p>No predictions were explained.</p>"
-    parts = ["<p>LIME: words are removed at random and a weighted linear model is fitted to the predicted class's "
-             "probability. <mark style=\"background:rgba(0,160,60,.5)\">green</mark> words push towards the "
-             "predicted class, <mark style=\"background:rgba(220,40,40,.5)\">red</mark> words away from it.</p>"]
-    for ex in explanations:
-        label = ex.get("label")
-        verdict = ""
-        if label is not None:
-            verdict = " (correct)" if label == ex.get("predicted_label") else " (wrong)"
-        head = (f"<h3>{_e(ex.get('doc_id', ''))}: predicted <b>{_e(ex.get('predicted_label'))}</b> "
-                f"({_num(ex.get('confidence'), 3)})"
-                + (f", labelled <b>{_e(label)}</b>{verdict}" if label is not None else "") + "</h3>")
-        note = f"<p class=\"note\">{_e(ex['note'])}</p>" if ex.get("note") else ""
-        words = ex.get("words", [])
-        if not words:
-            parts.append(f"<article>{head}{note}<p class=\"note\">No words to explain.</p></article>")
-            continue
-        table = _table_html(["word", "weight"], [[_e(w["word"]), f"{float(w['weight']):+.4f}"] for w in words],
-                            numeric=(1,))
-        fit = (f"<p class=\"note\">intercept {_num(ex.get('intercept'))}, local prediction "
-               f"{_num(ex.get('local_prediction'))}, weighted R\u00b2 {_num(ex.get('score'))}, "
-               f"{_num(ex.get('num_samples'))} samples</p>")
-        parts.append(f"<article>{head}{note}<div class=\"text\">{_highlighted_text(str(ex.get('text', '')), words)}"
-                     f"</div>{table}{fit}</article>")
-    return "\n".join(parts)
+def _label_error_rows(label_errors: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows of the suspected label-error table."""
+    return [[r["doc_id"], r["label"], r["predicted"], r["confidence"], r.get("label_probability"),
+             r["reason"].replace("_", " "), r["score"], r["text"]] for r in label_errors]
 
 
-def _label_errors_body(label_errors: Sequence[Mapping[str, Any]]) -> str:
-    """Table of suspected label errors."""
-    if not label_errors:
-        return "<p>No suspected label errors.</p>"
-    rows = [[_e(r["doc_id"]), _e(r["label"]), _e(r["predicted"]), _num(r["confidence"], 3),
-             _num(r.get("label_probability"), 3), _e(r["reason"].replace("_", " ")), _num(r["score"], 3),
-             f'<span class="text">{_e(r["text"])}</span>'] for r in label_errors]
-    return ("<p>Rows predicted as another class with confidence \u2265 "
-            f"{CONFIDENTLY_WRONG} (<i>confidently wrong</i>), or whose probability vector is unusually far from "
-            "their class's mean (<i>far from class</i>). Worth a second look: the label may be wrong.</p>"
-            + _table_html(["doc id", "label", "predicted", "confidence", "p(label)", "reason", "score", "text"],
-                          rows, numeric=(3, 4, 6)))
+def _candidates(training: Mapping[str, Any]) -> list[list[Any]] | None:
+    """Rows of the model-selection table from the training record's candidates; None when it has none."""
+    candidates = training.get("candidates")
+    if not candidates:
+        return None
+    return [[c.get("name"), ", ".join(f"{k}={v}" for k, v in (c.get("params") or {}).items()),
+             c.get("validation_accuracy"), c.get("validation_macro_f1"), c.get("seconds"),
+             "selected" if c.get("selected") else ""] for c in candidates]
 
 
 def render_report(inp: EvaluationInput, metrics: dict[str, Any], *, explanations: list[dict[str, Any]],
                   label_errors: list[dict[str, Any]], prob_map: dict[str, Any]) -> str:
     """One self-contained HTML page of a model version's evaluation; every data-derived text escaped."""
-    bodies = {
-        "summary": ("Summary", _summary_body(inp, metrics)),
-        "per-class": ("Per-class scores", _per_class_body(metrics)),
-        "confusion-matrix": ("Confusion matrix", _confusion_body(metrics)),
-        "training-curves": ("Training curves", _curves_body(inp.history)),
-        "calibration": ("Calibration", _calibration_body(metrics)),
-        "probability-correlation": ("Correlation of class probabilities", _correlation_body(inp)),
-        "probability-map": ("Probability map", _map_body(prob_map)),
-        "projector": ("Embedding Projector", _projector_body()),
-        "explanations": ("Explained predictions", _explanations_body(explanations)),
-        "label-errors": ("Suspected label errors", _label_errors_body(label_errors)),
-    }
-    return render_page(f"Model {inp.version} ({inp.architecture}): evaluation", bodies, SECTION_IDS)
+    candidates = _candidates(inp.training or {})
+    sections = list(SECTIONS)
+    if candidates is not None:
+        sections.insert(SECTION_IDS.index("training-curves") + 1, MODEL_SELECTION)
+    return render(
+        "model_report.html",
+        title=f"Model {inp.version} ({inp.architecture}): evaluation", sections=sections,
+        summary=_summary(inp, metrics), linear_reference=_linear_reference(metrics), per_class=_per_class(metrics),
+        confusion=_confusion(metrics), curves=_curves(inp.history, str(inp.config.get("monitor", "val_loss"))),
+        candidates=candidates, selected=[i for i, c in enumerate(candidates or []) if c[-1]],
+        calibration=_calibration(metrics), correlation=_correlation(inp), probability_map=_probability_map(prob_map),
+        projector_files=(PROJECTOR_TENSORS, PROJECTOR_METADATA, PROJECTOR_CONFIG), projector_dir=PROJECTOR_DIR,
+        explanations=[_explanation(ex) for ex in explanations], label_errors=_label_error_rows(label_errors),
+        confidently_wrong=CONFIDENTLY_WRONG, low_confidence=LOW_CONFIDENCE,
+    )

@@ -89,7 +89,7 @@ def evaluation_files(model: keras.Model, version: str, config: dict[str, Any], l
     history = training.get("history", {})
     inp = EvaluationInput(version=version, architecture=str(config.get("model")), classes=tuple(classes),
                           doc_ids=test.doc_ids.tolist(), texts=test.texts.tolist(), labels=test.labels.tolist(),
-                          probs=probs, history=history, config=config, lineage=lineage)
+                          probs=probs, history=history, config=config, lineage=lineage, training=training)
     reference = linear_reference(splits) if with_reference else None
     metrics, files = build_evaluation(inp, lambda texts: predict_texts(model, texts), explain_count=explain_count,
                                       seed=seed, linear_reference=reference)

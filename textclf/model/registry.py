@@ -161,36 +161,16 @@ def champion_version(lake: Lake) -> str:
 def model_card(version: str, config: Mapping[str, Any], lineage: Mapping[str, Any], metrics: Mapping[str, Any],
                training: Mapping[str, Any]) -> str:
     """A short Markdown model card: what the model is, what it was trained on, how well it does."""
-    per_class = metrics.get("per_class", {})
-    rows = "\n".join(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-                     for label, m in per_class.items())
-    gpus = training.get("devices", {}).get("gpus", 0)
-    split_sizes = ", ".join(f"{name} {sum(counts.values())}" for name, counts in lineage.get("splits", {}).items())
-    partitions = "\n".join(f"- `{p['partition']}` ({p['rows']} rows)" for p in lineage.get("partitions", []))
-    return f"""# Model card: {version}
+    from textclf.report.render import render
+    from textclf.textstats import MIN_RELIABLE_ROWS
 
-## Model
-- Architecture: `{config.get('model')}` (end to end: raw text in, class probabilities out; Keras 3 `.keras`)
-- Classes: {', '.join(f'`{c}`' for c in per_class) or 'n/a'}
-- Trained at {training.get('trained_at')} in {training.get('seconds')} s on {gpus} GPU(s)
-- Settings: see `config.json`; training curves in `training.json` and `tensorboard/`
-
-## Data
-{lineage.get('rows')} labeled documents from these partitions:
-{partitions}
-
-Split by a salted hash of the doc id: {split_sizes}
-
-## Evaluation on the held-out test split ({metrics.get('n')} documents)
-- Accuracy {metrics.get('accuracy', 0):.4f}, macro-F1 {metrics.get('macro_f1', 0):.4f}
-- Expected calibration error {metrics.get('expected_calibration_error', 0):.4f}
-
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{rows}
-
-## Intended use and limits
-Batch classification of documents like the training data. Scores are softmax probabilities;
-check `report.html` for calibration before treating them as probabilities. Words outside the
-vocabulary are ignored, so documents unlike the training data get low-information predictions.
-"""
+    n = metrics.get("n")
+    return render(
+        "model_card.md", version=version, architecture=config.get("model"), per_class=metrics.get("per_class", {}),
+        trained_at=training.get("trained_at"), seconds=training.get("seconds"),
+        gpus=training.get("devices", {}).get("gpus", 0), rows=lineage.get("rows"),
+        partitions=lineage.get("partitions", []),
+        split_sizes=", ".join(f"{name} {sum(counts.values())}" for name, counts in lineage.get("splits", {}).items()),
+        n=n, small_sample=n is not None and n < MIN_RELIABLE_ROWS, min_rows=MIN_RELIABLE_ROWS,
+        accuracy=metrics.get("accuracy", 0), macro_f1=metrics.get("macro_f1", 0),
+        ece=metrics.get("expected_calibration_error", 0))

@@ -70,8 +70,8 @@ def _history_series(history: Mapping[str, Sequence[float]], *names: str) -> list
     return []
 
 
-def curves_figure(history: Mapping[str, Sequence[float]]) -> str:
-    """Loss and accuracy per epoch, training and validation, side by side."""
+def curves_figure(history: Mapping[str, Sequence[float]], restored_epoch: int | None = None) -> str:
+    """Loss and accuracy per epoch, training and validation, side by side; the restored epoch marked."""
     from matplotlib.ticker import MaxNLocator
 
     fig = new_figure(10, 3.6)
@@ -82,6 +82,8 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> str:
                                      (_history_series(history, *val), "validation", "s--")):
             if series:
                 ax.plot(range(1, len(series) + 1), series, style, label=label)
+        if restored_epoch is not None:
+            ax.axvline(restored_epoch, color="#2a7a2a", ls=":", lw=1.5, label=f"restored epoch {restored_epoch}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

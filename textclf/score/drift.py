@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from textclf.common import jsonable
-from textclf.textstats import LOW_CONFIDENCE
+from textclf.textstats import LOW_CONFIDENCE, MIN_RELIABLE_ROWS
 
 PSI_EPS = 1e-4
 
@@ -30,7 +30,7 @@ class DriftThresholds:
     psi_alert: float = 0.25  # above: major shift
     oov_increase: float = 0.05  # absolute rise of the out-of-vocabulary token share over training
     low_confidence_share: float = 0.20  # share of predictions with confidence < 0.5
-    min_rows: int = 100  # fewer scored rows: drift figures are shown but flagged as unreliable
+    min_rows: int = MIN_RELIABLE_ROWS  # fewer scored rows: drift figures are shown but flagged as unreliable
 
     def __post_init__(self) -> None:
         values = (self.psi_warning, self.psi_alert, self.oov_increase, self.low_confidence_share)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 from textclf.textstats import word_bin_counts
@@ -19,6 +18,8 @@ CLASSES_FRAME = "class_counts"
 
 # Which partition column each stats column comes from, to word messages in the partition's terms.
 SOURCE_COLUMN = {"doc_id": "doc_id", "text_chars": "text", "text_words": "text", "label": "label"}
+
+PERCENTILE_KEYS = ("min", "p5", "p50", "p95", "max", "mean")
 
 
 def source_columns(kind: str) -> list[str]:
@@ -85,7 +86,7 @@ def class_counts(stats: pd.DataFrame) -> pd.DataFrame:
 
 def _distribution(values: pd.Series | None) -> dict[str, float | int | None]:
     """min, p5, p50, p95, max and mean of a numeric column (None when there are no values)."""
-    keys = ("min", "p5", "p50", "p95", "max", "mean")
+    keys = PERCENTILE_KEYS
     values = values.dropna() if values is not None else None
     if values is None or values.empty:
         return dict.fromkeys(keys)
@@ -117,45 +118,21 @@ def profile(stats: pd.DataFrame, kind: str) -> dict[str, Any]:
     return out
 
 
-def _bar_rows(items: dict[str, int], total: int) -> str:
-    """HTML table rows with a proportional bar per item (labels escaped)."""
+def _bar_rows(items: dict[str, int], total: int) -> list[list[Any]]:
+    """Table rows of a count per item: name, count, share of ``total`` and a bar's width in percent of the largest."""
     top = max(items.values(), default=0) or 1
-    rows = []
-    for name, n in items.items():
-        share = f"{n / total:.1%}" if total else "-"
-        rows.append(f'<tr><th>{html.escape(str(name))}</th><td class="n">{n}</td><td class="n">{share}</td>'
-                    f'<td><div class="bar" style="width:{100 * n / top:.1f}%"></div></td></tr>')
-    return "\n".join(rows)
+    return [[str(name), n, n / total if total else None, 100 * n / top] for name, n in items.items()]
 
 
 def render_profile_html(prof: dict[str, Any], title: str) -> str:
     """A small self-contained HTML page of a profile: bins, percentiles, classes."""
-    stats_rows = "\n".join(
-        f"<tr><th>{name}</th>" + "".join(f'<td class="n">{html.escape(str(prof[name][k]))}</td>'
-                                         for k in ("min", "p5", "p50", "p95", "max", "mean")) + "</tr>"
-        for name in ("chars", "words"))
-    classes = ""
+    from textclf.report.render import render
+
+    sections = [("word-bins", "Words per text"), ("length-percentiles", "Length percentiles")]
     if "class_counts" in prof:
-        classes = (f"<h2>Classes ({prof['classes']})</h2><table><tr><th>label</th><th>count</th><th>share</th>"
-                   f"<th></th></tr>{_bar_rows(prof['class_counts'], prof['rows'])}</table>")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-th, td {{ padding: 0.2em 0.8em; text-align: left; border-bottom: 1px solid #eee; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-td:last-child {{ width: 20em; }}
-.bar {{ background: #4a7bd0; height: 0.9em; min-width: 1px; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{prof['rows']} rows</p>
-<h2>Words per text</h2>
-<table><tr><th>words</th><th>texts</th><th>share</th><th></th></tr>
-{_bar_rows(prof['word_bins'], prof['rows'])}</table>
-<h2>Length percentiles</h2>
-<table><tr><th></th><th>min</th><th>p5</th><th>p50</th><th>p95</th><th>max</th><th>mean</th></tr>
-{stats_rows}</table>
-{classes}
-</body></html>
-"""
+        sections.append(("classes", f"Classes ({prof['classes']})"))
+    return render("profile.html", title=title, sections=sections, rows=prof["rows"],
+                  word_bins=_bar_rows(prof["word_bins"], prof["rows"]),
+                  percentiles=[[name, *(prof[name][k] for k in PERCENTILE_KEYS)] for name in ("chars", "words")],
+                  percentile_columns=[("", "head"), *((k, "num:2") for k in PERCENTILE_KEYS)],
+                  classes=_bar_rows(prof["class_counts"], prof["rows"]) if "class_counts" in prof else None)
