@@ -284,6 +284,19 @@ def test_probability_map_returns_anchors_and_means(inp: EvaluationInput, method:
     assert np.isfinite(result["points"]).all()
 
 
+def test_probability_map_sample_keeps_a_rare_class_and_the_proportions() -> None:
+    y = np.array([0] * 700 + [1] * 299 + [-1])  # one row with a label the model does not know
+    probs = one_hot_probs(np.maximum(y, 0).tolist(), 3)
+    result = probability_map(probs, y, CLASSES, method="pca", seed=5, max_points=100)
+
+    counts = {c: result["point_class"].count(c) for c in (0, 1, 2, -1)}
+    assert sum(counts.values()) == 100 and counts[-1] == 1 and counts[2] == 0
+    assert abs(counts[0] - 70) <= 1 and abs(counts[1] - 30) <= 1
+    assert result["point_rows"] == sorted(result["point_rows"]) and 999 in result["point_rows"]
+    again = probability_map(probs, y, CLASSES, method="pca", seed=5, max_points=100)
+    assert again["point_rows"] == result["point_rows"]  # deterministic for a seed
+
+
 def test_probability_map_auto_falls_back_to_pca_when_tiny() -> None:
     result = probability_map(one_hot_probs([0, 1, 2], 3), [0, 1, 2], CLASSES)
     assert result["method"] == "pca" and np.asarray(result["anchors"]).shape == (3, 2)
