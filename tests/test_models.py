@@ -60,9 +60,16 @@ def test_each_architecture_trains_and_round_trips(name: str, tmp_path: Path) -> 
 
 
 def test_default_architecture_learns_a_separable_corpus() -> None:
-    config = TrainConfig(epochs=10)
+    import keras
+
+    config = TrainConfig(epochs=10, mixed_precision="off")
     splits = make_splits(separable_corpus(900, seed=1), config)
-    result = fit(splits, config)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the caller's own policy ...
+    try:
+        result = fit(splits, config)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # ... is put back after training
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     probs = predict_texts(result.model, splits.test.texts)
     predicted = np.array(splits.classes)[probs.argmax(axis=1)]
     assert (predicted == splits.test.labels).mean() >= 0.95
