@@ -87,6 +87,18 @@ def test_split_is_a_stable_function_of_the_id() -> None:
     assert 0.08 < shares["test"] < 0.12 and 0.08 < shares["validation"] < 0.12
 
 
+def test_split_and_shard_buckets_never_move() -> None:
+    # Values computed before both moved onto textclf.common.stable_bucket: existing test splits
+    # (the promotion gate compares models on them) and scoring shards must stay where they are.
+    from textclf.model.data import split_bucket
+    from textclf.score.stage import shard_of
+
+    ids = ["doc-0", "doc-1", "u-42", "\u00e9\U0001f600", ""]
+    assert [split_bucket(d) for d in ids] == [82, 17, 41, 90, 10]
+    assert [shard_of(d, 7) for d in ids] == [3, 2, 2, 3, 5]
+    assert [shard_of(d, 1) for d in ids] == [0] * 5
+
+
 def test_split_fingerprint_ignores_order_but_not_labels() -> None:
     assert split_fingerprint(["a", "b"], ["x", "y"]) == split_fingerprint(["b", "a"], ["y", "x"])
     assert split_fingerprint(["a", "b"], ["x", "y"]) != split_fingerprint(["a", "b"], ["x", "x"])

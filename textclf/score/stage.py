@@ -9,12 +9,12 @@ last. The unsharded path is the same code with N = 1.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from textclf.common import stable_bucket
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
 from textclf.lake import Lake
 from textclf.lake.layout import data_docs_key, dataset_key, predictions_key, report_key, shard_key, shards_key
@@ -34,8 +34,7 @@ def shard_of(doc_id: str, num_shards: int) -> int:
     """The shard a document belongs to: stable across runs and machines."""
     if num_shards == 1:
         return 0
-    digest = hashlib.sha256((SHARD_SALT + doc_id).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % num_shards
+    return stable_bucket(SHARD_SALT, doc_id, num_shards)
 
 
 @dataclass(frozen=True)
