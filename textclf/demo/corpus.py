@@ -33,7 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textclf.errors import UsageError
+from textclf.errors import InputFileError, UsageError
+from textclf.ingest.sources import detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ _LABELED_KINDS: tuple[str, ...] = (
 _TEXT_ONLY_KINDS = frozenset({"invalid_encoding", "repairable_encoding", "malformed_row"})
 _DELIMITED_ONLY_KINDS = frozenset({"malformed_row"})
 _LABEL_KINDS = frozenset({"missing_label", "conflicting_label"})
-_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
 @dataclass(frozen=True)
@@ -456,28 +456,6 @@ def generate_rows(spec: CorpusSpec) -> Iterator[list[dict[str, str | bytes]]]:
     yield from _iter_chunks(spec, _kinds(spec.labeled, "csv"), spec.rows)
 
 
-def _detect(path: Path) -> tuple[str, str | None]:
-    """Return (format, compression) picked by the file name's extensions."""
-    name = path.name.lower()
-    compression = None
-    for suffix, codec in ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd")):
-        if name.endswith(suffix):
-            compression = codec
-            name = name[: -len(suffix)]
-            break
-    for fmt in _FORMATS:
-        if name.endswith("." + fmt):
-            if fmt == "parquet" and compression:
-                raise UsageError(
-                    f"{path}: Parquet is compressed internally; drop the {compression} suffix"
-                )
-            return fmt, compression
-    raise UsageError(
-        f"{path}: unsupported corpus file extension; use .csv, .tsv, .jsonl or .parquet "
-        "(text formats optionally followed by .gz or .zst)"
-    )
-
-
 def _as_str(value: str | bytes) -> str:
     """Return text, with undecodable bytes carried as surrogate escapes."""
     return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
@@ -629,7 +607,10 @@ def _write(
 ) -> CorpusStats:
     """Write the corpus (all spec.rows, or chunks until target_bytes) via a temporary file."""
     final = Path(path)
-    fmt, compression = _detect(final)
+    try:  # the formats and compressions ingest reads, by the same rule
+        fmt, compression = detect_format(str(final))
+    except InputFileError as exc:  # here the name is an argument the user gave, not a file to read
+        raise UsageError(str(exc)) from None
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".partial")
     kinds = _kinds(spec.labeled, fmt)
