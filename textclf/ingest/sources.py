@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from textclf.common import first_line
 from textclf.errors import InputFileError, StorageError
 from textclf.lake import S3Options
 from textclf.lake.store import open_source
@@ -77,11 +78,6 @@ def detect_format(uri: str) -> tuple[str, str | None]:
     if fmt == "parquet" and codec:
         raise InputFileError(uri, "compressed Parquet is not supported; Parquet compresses its pages itself")
     return fmt, codec
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class SourceReader:
@@ -162,7 +158,7 @@ class SourceReader:
         except InputFileError:
             raise
         except (pa.ArrowException, OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
-            raise InputFileError(self.uri, f"cannot read as {self.format}: {_first_line(exc)}") from exc
+            raise InputFileError(self.uri, f"cannot read as {self.format}: {first_line(exc)}") from exc
         finally:
             if self._raw is not None:
                 self._raw.close()
@@ -210,7 +206,7 @@ class SourceReader:
             if undecodable:
                 raise InputFileError(self.uri, (
                     f"cannot read as {self.format}: a row{after} has the wrong number of fields and is not valid "
-                    f"UTF-8, so it cannot be quarantined; fix its quoting or encoding ({_first_line(exc)})")) from exc
+                    f"UTF-8, so it cannot be quarantined; fix its quoting or encoding ({first_line(exc)})")) from exc
             if "straddl" in str(exc):
                 raise InputFileError(self.uri, (
                     f"cannot read as {self.format}: a record{after} is longer than {CSV_BLOCK_BYTES >> 20} MiB "
@@ -339,7 +335,7 @@ class SourceReader:
             pf = pq.ParquetFile(self._raw)
         except (pa.ArrowException, OSError) as exc:
             raise InputFileError(
-                self.uri, f"not a readable Parquet file (truncated or another format): {_first_line(exc)}") from exc
+                self.uri, f"not a readable Parquet file (truncated or another format): {first_line(exc)}") from exc
         roles = self._check_columns(pf.schema_arrow.names)
         text_type = pf.schema_arrow.field(roles["text"]).type
         value_type = text_type.value_type if pa.types.is_dictionary(text_type) else text_type

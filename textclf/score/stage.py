@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from textclf.common import stable_bucket
+from textclf.common import json_bytes, stable_bucket
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
 from textclf.lake import Lake
 from textclf.lake.layout import data_docs_key, dataset_key, predictions_key, report_key, shard_key, shards_key
@@ -240,7 +240,6 @@ def score(lake_uri: str, config: ScoreConfig, progress: Progress | None = None, 
 
 def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]:
     """Write the scoring report of a date (JSON + HTML) from its predictions manifest and the model's lineage."""
-    import json
 
     from textclf.lake.layout import version_key
     from textclf.score.drift import ScoringReportInput
@@ -269,7 +268,7 @@ def report(lake_uri: str, date: str, lake: Lake | None = None) -> dict[str, Any]
     )
     content, html = build_scoring_report(inp)
     with lake.partition(report_key(date)) as part:
-        part.add_bytes("report.json", json.dumps(content, indent=2).encode())
+        part.add_bytes("report.json", json_bytes(content))
         part.add_bytes("report.html", html.encode())
         part.commit({"kind": "scoring_report", "run_date": date, "model_version": version})
     uri = lake.uri_of(report_key(date))
