@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_env import project_env
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -29,16 +31,11 @@ def airflow_env(home: Path) -> dict[str, str]:
     """Configuration for a single-machine Airflow whose state lives under ``home``."""
     return {
         **os.environ,
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **project_env(home / "airflow"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW_VAR_TEXTCLF_LAKE": str(home / "lake"),
-        "GX_ANALYTICS_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 

@@ -13,12 +13,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from peak_rss import own_peak_rss_mb
+from peak_rss import own_peak_rss_mb, run_child
 
 from textclf.lake import Lake
 
@@ -76,11 +75,7 @@ def child(mode: str, src: Path, work: Path) -> None:
 
 
 def measure(mode: str, src: Path, work: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--src", str(src), "--work", str(work)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(f"{mode} run failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, ["--child", mode, "--src", str(src), "--work", str(work)], mode)
 
 
 def main() -> None:

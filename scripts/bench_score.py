@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from peak_rss import own_peak_rss_mb
+from peak_rss import own_peak_rss_mb, run_child
 
 from textclf.config import EvaluateConfig, PromoteConfig, ReportConfig
 from textclf.evaluate.stage import evaluate
@@ -126,12 +124,8 @@ def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dic
 
 
 def measure(mode: str, lake: Path, date: str, version: str, batch_rows: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--lake", str(lake), "--date", date,
-                           "--version", version, "--batch-rows", str(batch_rows)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, ["--child", mode, "--lake", str(lake), "--date", date, "--version", version,
+                                "--batch-rows", str(batch_rows)], mode)
 
 
 def main() -> None:

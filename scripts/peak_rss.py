@@ -9,6 +9,7 @@ returns starts from the shim's few megabytes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,15 @@ def own_peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_child(script: str, args: list[str], what: str) -> dict:
+    """Run ``script`` with ``args`` in a fresh interpreter; the JSON object on its last line of output.
+
+    The child measures itself (``own_peak_rss_mb``); exits the calling script with the end of the
+    child's stderr if it fails.
+    """
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        sys.exit(f"{what} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

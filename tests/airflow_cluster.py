@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts.airflow_env import project_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER_NAME_ENV = "TEXTCLF_AIRFLOW_WORKER"
 DEFAULT_WORKER = "worker-default"
@@ -384,11 +386,8 @@ def airflow_env(home: Path, dags_folder: Path, pg: Postgres, redis: Redis, api_p
         "PYTHONPATH": python_path,
         "NO_PROXY": no_proxy,
         "no_proxy": no_proxy,
-        "AIRFLOW_HOME": str(home),
+        **project_env(home, dags_folder),
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
@@ -418,8 +417,6 @@ def airflow_env(home: Path, dags_folder: Path, pg: Postgres, redis: Redis, api_p
         # the task supervisor may sleep up to this long after its task exits before it notices: keep it short
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-        "GX_ANALYTICS_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     if s3 is not None:
         env["AIRFLOW_VAR_TEXTCLF_LAKE"] = s3.lake_uri

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.airflow_env import project_env
 from tests.s3server import S3Server, start_s3_server
 from textclf.config import TrainConfig
 from textclf.lake import Lake
@@ -24,15 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Airflow reads its configuration once, at import: point it at this project before any test imports it."""
     home = tempfile.mkdtemp(prefix="textclf-airflow-home-")
     config.stash[AIRFLOW_HOME_KEY] = home
-    os.environ.update({
-        "AIRFLOW_HOME": home,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "GX_ANALYTICS_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    })
+    os.environ.update({**project_env(home), "AIRFLOW__CORE__UNIT_TEST_MODE": "False"})
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

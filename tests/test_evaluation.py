@@ -1,4 +1,4 @@
-"""Evaluation: metrics against sklearn, calibration, label errors, LIME, maps, projector export and the report."""
+"""Evaluation: metrics and their edge cases, calibration, label errors, LIME, maps, projector export and the report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
 from textclf.common import UNKNOWN_ROW
 from textclf.evaluate.explain import explain_predictions
@@ -22,7 +21,7 @@ from textclf.evaluate.maps import (
     probability_map,
     projector_files,
 )
-from textclf.evaluate.metrics import compute_metrics
+from textclf.evaluate.metrics import LOG_LOSS_EPS, compute_metrics
 from textclf.evaluate.predictions import EvaluationInput
 from textclf.evaluate.report import SECTION_IDS, highlighted_spans, render_report, restored_epoch
 from textclf.evaluate.stage import build_evaluation
@@ -105,25 +104,22 @@ def one_hot_probs(pred: list[int], k: int, p: float = 0.8) -> np.ndarray:
 # -- metrics -------------------------------------------------------------------------------------------------------
 
 
-def test_metrics_match_sklearn_on_a_hand_checked_confusion() -> None:
+def test_metrics_on_a_hand_checked_confusion() -> None:
     y_true = [0, 0, 0, 1, 1, 2]
     y_pred = [0, 0, 1, 1, 2, 2]
     labels = [CLASSES[i] for i in y_true]
     m = compute_metrics(CLASSES, labels, one_hot_probs(y_pred, 3))
 
     assert m["n"] == 6
-    assert m["accuracy"] == pytest.approx(4 / 6) == pytest.approx(accuracy_score(y_true, y_pred))
-    # By hand: F1 sports 0.8, politics 0.5, tech 2/3.
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # By hand: sports P 1 R 2/3 F1 0.8, politics P 1/2 R 1/2 F1 0.5, tech P 1/2 R 1 F1 2/3.
+    expected = {"sports": (1.0, 2 / 3, 0.8, 3, 2), "politics": (0.5, 0.5, 0.5, 2, 2), "tech": (0.5, 1.0, 2 / 3, 1, 2)}
+    for name, (precision, recall, f1, support, predicted) in expected.items():
+        assert m["per_class"][name] == {"precision": pytest.approx(precision), "recall": pytest.approx(recall),
+                                        "f1": pytest.approx(f1), "support": support, "predicted": predicted}
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
-    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
-    assert m["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
-    assert m["log_loss"] == pytest.approx(log_loss(y_true, one_hot_probs(y_pred, 3), labels=[0, 1, 2]))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred)
-    for c, name in enumerate(CLASSES):
-        assert m["per_class"][name]["precision"] == pytest.approx(precision[c])
-        assert m["per_class"][name]["recall"] == pytest.approx(recall[c])
-        assert m["per_class"][name]["f1"] == pytest.approx(f1[c])
-        assert m["per_class"][name]["support"] == support[c]
+    assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    assert m["log_loss"] == pytest.approx((4 * -np.log(0.8) + 2 * -np.log(0.1)) / 6)  # 0.8 when right, 0.1 when wrong
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert m["confusion_matrix_rows"] == list(CLASSES)
     assert m["predicted_class_distribution"] == {"sports": 2, "politics": 2, "tech": 2}
@@ -143,6 +139,48 @@ def test_unknown_labels_always_count_as_errors() -> None:
     assert m["per_class"]["sports"]["precision"] == pytest.approx(0.5)
     assert m["per_class"]["tech"]["precision"] == 0.0
     assert m["log_loss"] > compute_metrics(CLASSES, labels[:2], one_hot_probs([0, 1], 3, p=0.99))["log_loss"]
+
+
+def test_f1_averages_skip_classes_nobody_labelled_or_predicted_and_unknown_labels() -> None:
+    # tech is neither labelled nor predicted: it is left out of the macro average. The unknown
+    # label is no class: it adds a false positive to sports, but no F1 of its own and no weight.
+    labels = ["sports", "sports", "politics", "weather"]
+    m = compute_metrics(CLASSES, labels, one_hot_probs([0, 1, 1, 0], 3))
+
+    sports = m["per_class"]["sports"]
+    assert (sports["precision"], sports["recall"], sports["support"]) == (0.5, 0.5, 2)
+    assert m["per_class"]["politics"]["f1"] == pytest.approx(2 / 3)
+    assert m["per_class"]["tech"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 0}
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["weighted_f1"] == pytest.approx((2 * 0.5 + 1 * 2 / 3) / 3)
+
+
+def test_a_class_predicted_but_never_labelled_counts_in_macro_f1_with_zero() -> None:
+    m = compute_metrics(CLASSES, ["sports", "sports"], one_hot_probs([0, 2], 3))
+
+    assert m["per_class"]["tech"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)  # sports and tech; politics is in neither
+    assert m["weighted_f1"] == pytest.approx(2 / 3)  # weights are true counts: tech weighs nothing
+
+
+def test_log_loss_clips_like_keras_and_unknown_labels_cost_the_clip() -> None:
+    sure_and_wrong = np.array([[1.0, 0.0, 0.0]])
+    assert compute_metrics(CLASSES, ["politics"], sure_and_wrong)["log_loss"] == pytest.approx(-np.log(LOG_LOSS_EPS))
+    assert compute_metrics(CLASSES, ["weather"], sure_and_wrong)["log_loss"] == pytest.approx(-np.log(LOG_LOSS_EPS))
+    assert compute_metrics(CLASSES, ["sports"], sure_and_wrong)["log_loss"] == 0.0
+
+
+def test_only_unknown_labels_and_no_rows_give_none_not_nan() -> None:
+    unknown = compute_metrics(CLASSES, ["weather", "snow"], one_hot_probs([0, 1], 3))
+    assert unknown["accuracy"] == 0.0 and unknown["macro_f1"] == 0.0  # sports and politics were predicted, wrongly
+    assert unknown["weighted_f1"] is None  # no known label to weight by
+    assert unknown["confusion_matrix"][3] == [1, 1, 0] and unknown["unknown_label_count"] == 2
+
+    empty = compute_metrics(CLASSES, [], np.zeros((0, 3)))
+    assert [empty[key] for key in ("accuracy", "macro_f1", "weighted_f1", "log_loss", "low_confidence_share",
+                                   "expected_calibration_error")] == [None] * 6
+    assert empty["confusion_matrix"] == [[0] * 3] * 3 and empty["n"] == 0
+    json.dumps(empty)
 
 
 def test_calibrated_predictions_have_near_zero_ece_and_overconfident_ones_large() -> None:
@@ -245,6 +283,19 @@ def test_probability_map_returns_anchors_and_means(inp: EvaluationInput, method:
     assert result["mean_class"] == [0, 1, 2]
     assert set(result["point_class"]) <= {-1, 0, 1, 2}
     assert np.isfinite(result["points"]).all()
+
+
+def test_probability_map_sample_keeps_a_rare_class_and_the_proportions() -> None:
+    y = np.array([0] * 700 + [1] * 299 + [-1])  # one row with a label the model does not know
+    probs = one_hot_probs(np.maximum(y, 0).tolist(), 3)
+    result = probability_map(probs, y, CLASSES, method="pca", seed=5, max_points=100)
+
+    counts = {c: result["point_class"].count(c) for c in (0, 1, 2, -1)}
+    assert sum(counts.values()) == 100 and counts[-1] == 1 and counts[2] == 0
+    assert abs(counts[0] - 70) <= 1 and abs(counts[1] - 30) <= 1
+    assert result["point_rows"] == sorted(result["point_rows"]) and 999 in result["point_rows"]
+    again = probability_map(probs, y, CLASSES, method="pca", seed=5, max_points=100)
+    assert again["point_rows"] == result["point_rows"]  # deterministic for a seed
 
 
 def test_probability_map_auto_falls_back_to_pca_when_tiny() -> None:

@@ -258,6 +258,24 @@ def test_unterminated_quote_is_a_malformed_row(tmp_path: Path) -> None:
     assert (m["rows"], m["quarantine_reasons"]) == (1, {"malformed_row": 1})
 
 
+def test_csv_reading_leaves_the_unraisable_hook_alone_between_batches(tmp_path: Path) -> None:
+    # The hook that turns pyarrow's undecodable malformed rows into a clear error is swapped only
+    # while pyarrow parses: the consumer of a batch, and the process after the read, see their own.
+    import sys
+
+    from textclf.ingest.sources import ColumnNames, SourceReader
+
+    write_csv(tmp_path / "a.csv", [(str(i), f"text {i}", "a") for i in range(50)])
+    (tmp_path / "bad.csv").write_bytes(b"id,text,label\n1,ok,a\n2,bad \xff,a,extra\n")
+    own = sys.unraisablehook
+    reader = SourceReader(str(tmp_path / "a.csv"), ColumnNames(), want_labels=True, batch_rows=10)
+    for batch in reader.batches():
+        assert sys.unraisablehook is own and batch.num_rows == 10
+    with pytest.raises(InputFileError, match="has the wrong number of fields and is not valid UTF-8"):
+        list(SourceReader(str(tmp_path / "bad.csv"), ColumnNames(), want_labels=True).batches())
+    assert sys.unraisablehook is own
+
+
 def test_explicit_id_column_must_exist(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", [("1", "ok", "a")])
     with pytest.raises(InputFileError, match="no id column 'doc'"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,18 @@ def test_good_unlabeled_partition_passes(lake: str) -> None:
     results = results_json(lake, "unlabeled", GOOD)
     assert results["success"] is True
     assert not any(e["column"] == "label" for e in results["expectations"])
+
+
+def test_validation_quiets_gx_while_it_runs_and_leaves_the_process_as_it_was(
+        lake: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    gx_log = logging.getLogger("great_expectations")
+    monkeypatch.setattr(gx_log, "level", logging.NOTSET)
+    caplog.set_level(logging.INFO)
+
+    assert validate(lake, "unlabeled", GOOD).success
+    assert not [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
+    assert gx_log.level == logging.NOTSET and "GX_ANALYTICS_ENABLED" not in os.environ
 
 
 def test_duplicate_ids_fail_naming_doc_id_and_the_id(lake: str) -> None:

@@ -1,7 +1,8 @@
-"""Small helpers every layer shares: timestamps, JSON, text truncation."""
+"""Small helpers every layer shares: timestamps, JSON, text truncation, error lines, stable hash buckets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -16,6 +17,18 @@ UNKNOWN_ROW = "(unknown)"  # how a label the model does not know is shown in tab
 def json_bytes(obj: Any) -> bytes:
     """Pretty JSON bytes of a lake object; values JSON lacks (numpy numbers, dates) become strings."""
     return json.dumps(obj, indent=2, default=str).encode()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def stable_bucket(salt: str, key: str, buckets: int) -> int:
+    """Bucket 0..buckets-1 of ``key`` by salted sha256: the same on every run, machine and Python."""
+    digest = hashlib.sha256((salt + key).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
 
 
 def utc_now_iso() -> str:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -25,13 +26,15 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textclf.errors import UsageError
+from textclf.errors import InputFileError, UsageError
+from textclf.ingest.sources import detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -47,163 +50,18 @@ _NEIGHBOURS: dict[str, tuple[str, str]] = {
     "security": ("account", "technical"),
 }
 
-# Keyword pools, written for this project.  Some entries deliberately appear in two pools.
-_CLASS_WORDS: dict[str, tuple[str, ...]] = {
-    "billing": (
-        "invoice", "invoices", "refund", "refunded", "charge", "charged", "double charge",
-        "overcharged", "payment", "payments", "credit card", "debit card", "billing cycle",
-        "subscription", "renewal", "auto-renew", "receipt", "balance", "outstanding balance",
-        "statement", "tax", "VAT", "discount", "coupon", "promo code", "price", "pricing", "plan",
-        "upgrade fee", "downgrade", "proration", "prorated", "monthly fee", "annual plan",
-        "bank transfer", "wire transfer", "direct debit", "PayPal", "chargeback", "dispute",
-        "late fee", "instalment", "quote", "purchase order", "billing address", "card declined",
-        "declined", "expired card", "currency", "exchange rate", "euros", "dollars", "$19.99",
-        "$49", "20% off", "overdue", "payment reminder", "due date", "paid", "unpaid",
-        "pending charge", "authorization hold", "billing portal", "cost", "fees",
-        "cancellation fee", "credit note", "store credit", "reimbursement", "pay",
-        "invoice number", "line item", "surcharge", "subtotal", "total amount", "checkout",
-        "free trial", "trial ended", "charged twice", "money back",
-    ),
-    "shipping": (
-        "shipment", "shipping", "delivery", "delivered", "courier", "parcel", "package",
-        "tracking number", "tracking", "tracking link", "carrier", "dispatch", "dispatched",
-        "warehouse", "out for delivery", "delayed", "delay", "lost package", "damaged box",
-        "damaged", "return label", "return", "returns", "exchange", "address", "postal code",
-        "customs", "customs fee", "import duty", "express shipping", "standard shipping",
-        "next-day", "same-day", "pickup", "pick-up point", "parcel locker", "doorstep",
-        "signature", "porch", "driver", "van", "estimated arrival", "ETA", "backorder",
-        "out of stock", "restock", "in transit", "shipped", "shipping label", "box", "pallet",
-        "freight", "weight", "oversized", "fragile", "left at the door", "neighbour",
-        "wrong item", "missing item", "partial shipment", "order", "order status", "refund",
-        "shipping cost", "free shipping", "international", "DHL", "UPS", "FedEx",
-        "postal service", "held at the depot", "depot", "redelivery", "reschedule delivery",
-        "handling time", "arrived", "never arrived",
-    ),
-    "technical": (
-        "error", "error message", "crash", "crashes", "crashed", "bug", "bugs", "freezes",
-        "frozen", "slow", "loading", "timeout", "server", "API", "endpoint", "500 error", "404",
-        "browser", "Chrome", "Firefox", "Safari", "app", "mobile app", "Android", "iOS", "update",
-        "updated", "version", "install", "reinstall", "uninstall", "cache", "clear the cache",
-        "cookies", "sync", "syncing", "database", "upload", "download", "file", "attachment",
-        "integration", "webhook", "plugin", "settings", "configuration", "restart", "reboot",
-        "logs", "stack trace", "exception", "screenshot", "glitch", "blank page", "white screen",
-        "spinner", "latency", "outage", "downtime", "status page", "maintenance", "firmware",
-        "driver", "compatibility", "Windows", "macOS", "Linux", "export", "import", "CSV export",
-        "push notification", "dark mode", "button", "broken link", "rendering", "memory", "CPU",
-        "performance", "workaround", "patch", "hotfix", "release notes", "beta", "login page",
-        "SDK",
-    ),
-    "account": (
-        "account", "profile", "username", "email address", "change my email", "password",
-        "reset password", "login", "log in", "sign in", "sign up", "registration", "verify",
-        "verification email", "confirm my email", "deactivate", "delete my account",
-        "close my account", "reactivate", "merge accounts", "account settings", "preferences",
-        "display name", "avatar", "phone number", "two accounts", "team members", "invite",
-        "invitation", "admin", "permissions", "role", "owner", "transfer ownership",
-        "workspace", "organisation", "seat", "seats", "licence", "membership", "member",
-        "personal data", "data export", "GDPR", "privacy settings", "newsletter", "unsubscribe",
-        "email preferences", "locked out", "locked account", "suspended", "account suspended",
-        "inactive", "recover my account", "account recovery", "security question",
-        "linked accounts", "social login", "Google sign-in", "billing address", "plan",
-        "upgrade", "subscription", "user ID", "customer number", "name change",
-        "date of birth", "profile picture", "timezone", "language setting",
-        "notification settings", "session", "logged out", "settings",
-    ),
-    "feedback": (
-        "feedback", "suggestion", "suggestions", "feature request", "love", "great",
-        "excellent", "amazing", "fantastic", "terrible", "disappointed", "disappointing",
-        "frustrated", "frustrating", "happy", "unhappy", "satisfied", "dissatisfied", "review",
-        "rating", "five stars", "one star", "recommend", "would recommend", "complaint",
-        "compliment", "thank you", "kudos", "shout-out", "friendly staff", "rude", "helpful",
-        "unhelpful", "support team", "customer service", "experience", "user experience",
-        "design", "interface", "intuitive", "confusing", "easy to use", "hard to use",
-        "improvement", "improve", "wish", "would be nice", "please add", "missing feature",
-        "dark mode", "roadmap", "survey", "NPS", "poll", "opinion", "honestly", "overall",
-        "quality", "value for money", "worth it", "not worth it", "loyal customer", "competitor",
-        "switching", "cancel", "impressed", "delighted", "annoyed", "annoying", "polite",
-        "quick response", "slow response", "wait time", "hold music", "chatbot", "agent",
-        "delivery", "app",
-    ),
-    "security": (
-        "security", "secure", "hacked", "hack", "breach", "data breach", "phishing",
-        "phishing email", "suspicious", "suspicious login", "unauthorized", "unauthorised access",
-        "fraud", "fraudulent charge", "scam", "spam", "malware", "virus", "two-factor", "2FA",
-        "MFA", "authenticator", "one-time code", "OTP", "SMS code", "recovery codes", "password",
-        "strong password", "password leak", "compromised", "compromised account", "locked out",
-        "login attempt", "failed login", "IP address", "unknown device", "new device",
-        "location", "VPN", "encryption", "encrypted", "SSL", "certificate", "TLS",
-        "vulnerability", "CVE", "exploit", "penetration test", "audit", "audit log", "access log",
-        "permissions", "API key", "token", "revoke", "rotate the keys", "session hijack",
-        "firewall", "DDoS", "bot", "captcha", "identity theft", "impersonation",
-        "social engineering", "report abuse", "privacy", "personal data", "GDPR", "incident",
-        "security team", "SOC 2", "compliance", "allowlist", "blocked", "lockout",
-        "brute force", "credential stuffing", "sign-in alert", "security alert",
-    ),
-}
+# The word pools (one per class, written for this project, some entries deliberately in two pools),
+# the shared filler vocabulary (common English words, roughly most frequent first, with contractions
+# and quoted words so that CSV quoting gets exercised), the non-ASCII words sprinkled into ~8% of
+# documents, and the Windows-1252 snippets and HTML templates of dirty rows are package data:
+# textclf/demo/words/*.txt, one entry per line, read once by ``_words``.
 
-# Shared filler vocabulary: common English words (roughly most frequent first), a few
-# contractions and quoted words so that CSV quoting gets exercised.
-_FILLER_WORDS: tuple[str, ...] = (
-    "the", "a", "to", "and", "I", "is", "it", "my", "of", "for", "in", "you", "we", "this",
-    "that", "on", "not", "with", "have", "was", "but", "be", "can", "me", "please", "our",
-    "your", "an", "are", "at", "so", "if", "or", "just", "do", "from", "there", "what", "when",
-    "still", "now", "again", "as", "all", "no", "get", "been", "would", "could", "will",
-    "should", "any", "one", "some", "about", "has", "had", "did", "out", "up", "it's", "don't",
-    "can't", "I'm", "we're", "didn't", "isn't", "won't", "I've", "hi", "hello", "hey", "thanks",
-    "today", "yesterday", "last week", "this morning", "tonight", "already", "also", "very",
-    "really", "quite", "every", "two", "three", "first", "second", "time", "times", "day",
-    "days", "week", "month", "year", "thing", "things", "way", "help", "need", "needs", "want",
-    "wanted", "tried", "try", "trying", "see", "saw", "look", "looked", "got", "go", "went",
-    "come", "came", "make", "made", "take", "took", "give", "gave", "know", "think", "thought",
-    "said", "say", "tell", "told", "ask", "asked", "work", "works", "working", "use", "used",
-    "using", "find", "found", "seem", "seems", "feel", "call", "called", "email", "message",
-    "reply", "answer", "question", "issue", "problem", "team", "someone", "nobody",
-    "everything", "nothing", "something", "here", "later", "soon", "after", "before", "since",
-    "until", "without", "into", "by", "down", "over", "under", "around", "between", "good",
-    "bad", "new", "old", "same", "different", "other", "another", "next", "last", "only",
-    "sure", "able", "unable", "possible", "may", "might", "must", "let", "keep", "kept",
-    "start", "started", "stop", "stopped", "happen", "happened", "understand", "explain",
-    "note", "hope", "they", "them", "their", "he", "she", "his", "her", "who", "which", "why",
-    "how", "where", "because", "then", "than", "more", "most", "less", "much", "many", "few",
-    "little", "right", "left", "long", "short", "big", "small", "quick", "fine", "okay",
-    "ok", "well", "yes", "maybe", "probably", "actually", "basically", "anyway", "though",
-    "while", "each", "both", "either", "neither", "whole", "part", "kind", "sort", "lot",
-    "bit", "minutes", "hours", "morning", "evening", "weekend", "Monday", "Friday", "home",
-    "office", "work from home", "colleague", "manager", "family", "friend", "phone", "laptop",
-    "computer", "website", "page", "link", "number", "name", "details", "information", "info",
-    "case", "ticket", "reference", "update me", "asap", '"urgent"', '"pending"',
-    '"processing"', "(again)", "e.g.", "etc.", "&", "-", "2", "3", "5", "10", "30", "100",
-    "twice", "once", "never", "always", "sometimes", "usually", "recently", "finally",
-    "instead", "otherwise", "meanwhile", "however", "therefore", "also", "regards",
-    "best regards", "cheers", "kind regards", "dear team", "to whom it may concern",
-)
-
-# Non-ASCII words and symbols sprinkled into ~8% of documents.
-_UNICODE_WORDS: tuple[str, ...] = (
-    "café", "naïve", "Zürich", "São Paulo", "Ελλάδα", "東京", "résumé", "crème brûlée",
-    "façade", "Müller", "Straße", "Kraków", "Łódź", "España", "niño", "jalapeño", "Göteborg",
-    "Malmö", "Ångström", "déjà vu", "coöperate", "piñata", "Москва", "спасибо", "日本語",
-    "北京", "서울", "شكرا", "नमस्ते", "😀", "👍", "🚚", "💳", "🔒", "❤️", "🙏", "✅", "€20",
-    "£15", "¥3000", "“quoted”", "‘single’", "…", "–", "naïveté", "Ærø", "Dvořák", "Šibenik",
-    "Reykjavík", "Île-de-France", "señor", "über", "Æsir",
-)
-
+# Byte-exact fixtures stay here: invalid UTF-8 and whitespace are safer as escapes than in a text file.
 _WHITESPACE_TEXTS: tuple[str, ...] = ("   \t ", " ", "\u00a0 \t", "\n  ")
 _INVALID_SNIPPETS: tuple[bytes, ...] = (
     b"caf\x81\x8d bad",
     b"order \x90\x9d failed",
     b"r\x8fsum\x81 attached",
-)
-_CP1252_SNIPPETS: tuple[str, ...] = (
-    "Café crème, naïve résumé",
-    "Déjà vu: €20 for the façade",
-    "Señor Müller from Zürich – “thanks”",
-)
-_HTML_TEMPLATES: tuple[str, ...] = (
-    "<p>{a}<br />{b}</p>",
-    "<div class=\"msg\">{a} &amp; {b}</div>",
-    "<p>{a}</p><p>They said &quot;{b}&quot; &#39;ok&#39; &lt;3</p>",
-    "{a}<br><b>{b}</b>&nbsp;&mdash; sent from my phone",
 )
 
 _PUNCT: tuple[str, ...] = ("", ",", ".", "?", "!", ".\n")
@@ -227,7 +85,6 @@ _LABELED_KINDS: tuple[str, ...] = (
 _TEXT_ONLY_KINDS = frozenset({"invalid_encoding", "repairable_encoding", "malformed_row"})
 _DELIMITED_ONLY_KINDS = frozenset({"malformed_row"})
 _LABEL_KINDS = frozenset({"missing_label", "conflicting_label"})
-_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
 @dataclass(frozen=True)
@@ -276,40 +133,65 @@ def _capitalise(word: str) -> str:
     return word[:1].upper() + word[1:]
 
 
+@dataclass(frozen=True)
+class _Words:
+    """The corpus's word pools and dirty-row snippets, as the package data files hold them."""
+
+    class_words: dict[str, tuple[str, ...]]
+    filler: tuple[str, ...]
+    unicode: tuple[str, ...]
+    cp1252_snippets: tuple[str, ...]
+    html_templates: tuple[str, ...]
+
+
+def _word_list(name: str) -> tuple[str, ...]:
+    """The entries of ``words/<name>.txt``, one per line, in file order."""
+    text = (resources.files("textclf.demo") / "words" / f"{name}.txt").read_text(encoding="utf-8")
+    # split("\n"), not splitlines(): that would also split entries on U+2028, U+0085 and the like
+    return tuple(text.removesuffix("\n").split("\n"))
+
+
+@functools.cache
+def _words() -> _Words:
+    """The word lists, read from the package data once per process."""
+    return _Words(
+        class_words={c: _word_list(f"class_{c}") for c in CLASSES},
+        filler=_word_list("filler"),
+        unicode=_word_list("unicode"),
+        cp1252_snippets=_word_list("cp1252_snippets"),
+        html_templates=_word_list("html_templates"),
+    )
+
+
 class _Vocab:
     """All pools concatenated into one token table indexed by word * variants + variant."""
 
-    def __init__(self) -> None:
+    def __init__(self, words: _Words) -> None:
         """Build pool offsets, sizes and the token-variant table."""
-        pools = [_CLASS_WORDS[c] for c in CLASSES] + [_FILLER_WORDS, _UNICODE_WORDS]
+        pools = [words.class_words[c] for c in CLASSES] + [words.filler, words.unicode]
         self.filler_pool = len(CLASSES)
         self.unicode_pool = len(CLASSES) + 1
         sizes = [len(p) for p in pools]
         self.pool_size = np.array(sizes, dtype=np.int64)
         self.pool_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        words = [w for p in pools for w in p]
+        words_flat = [w for p in pools for w in p]
         table: list[str] = []
-        for w in words:
+        for w in words_flat:
             cap = _capitalise(w)
             table.extend(w + p for p in _PUNCT)
             table.extend(cap + p for p in _PUNCT)
         self.table = np.array(table, dtype=object)
-        self.word_count = np.array([len(w.split()) for w in words], dtype=np.int64)
+        self.word_count = np.array([len(w.split()) for w in words_flat], dtype=np.int64)
         index = {c: i for i, c in enumerate(CLASSES)}
         self.neighbours = np.array(
             [[index[n] for n in _NEIGHBOURS[c]] for c in CLASSES], dtype=np.int64
         )
 
 
-_VOCAB: _Vocab | None = None
-
-
+@functools.cache
 def _vocab() -> _Vocab:
-    """Return the process-wide token table, building it on first use."""
-    global _VOCAB
-    if _VOCAB is None:
-        _VOCAB = _Vocab()
-    return _VOCAB
+    """The token table, built on first use and shared by every corpus of the process (it is read-only)."""
+    return _Vocab(_words())
 
 
 def _rng(spec: CorpusSpec, stream: int, chunk: int) -> np.random.Generator:
@@ -492,7 +374,8 @@ class _Dirt:
             snippet = _INVALID_SNIPPETS[nth % len(_INVALID_SNIPPETS)]
             out["text"] = snippet + b" " + text[:300].encode("utf-8")
         elif kind == "repairable_encoding":
-            snippet = _CP1252_SNIPPETS[nth % len(_CP1252_SNIPPETS)]
+            snippets = _words().cp1252_snippets
+            snippet = snippets[nth % len(snippets)]
             out["text"] = f"{snippet} {text[:300]}".encode("cp1252", errors="replace")
         elif kind == "too_long":
             need = self.spec.max_text_chars + 1 + int(rng.integers(0, 500))
@@ -501,7 +384,8 @@ class _Dirt:
         elif kind == "html":
             words = text.split(" ")
             half = len(words) // 2
-            tpl = _HTML_TEMPLATES[nth % len(_HTML_TEMPLATES)]
+            templates = _words().html_templates
+            tpl = templates[nth % len(templates)]
             out["text"] = tpl.format(a=" ".join(words[:half]), b=" ".join(words[half:]))
         elif kind == "control_chars":
             words = text.split(" ")
@@ -570,28 +454,6 @@ def _iter_chunks(
 def generate_rows(spec: CorpusSpec) -> Iterator[list[dict[str, str | bytes]]]:
     """Yield chunks of rows (dicts with id/text[/label]); text is bytes only for bad encodings."""
     yield from _iter_chunks(spec, _kinds(spec.labeled, "csv"), spec.rows)
-
-
-def _detect(path: Path) -> tuple[str, str | None]:
-    """Return (format, compression) picked by the file name's extensions."""
-    name = path.name.lower()
-    compression = None
-    for suffix, codec in ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd")):
-        if name.endswith(suffix):
-            compression = codec
-            name = name[: -len(suffix)]
-            break
-    for fmt in _FORMATS:
-        if name.endswith("." + fmt):
-            if fmt == "parquet" and compression:
-                raise UsageError(
-                    f"{path}: Parquet is compressed internally; drop the {compression} suffix"
-                )
-            return fmt, compression
-    raise UsageError(
-        f"{path}: unsupported corpus file extension; use .csv, .tsv, .jsonl or .parquet "
-        "(text formats optionally followed by .gz or .zst)"
-    )
 
 
 def _as_str(value: str | bytes) -> str:
@@ -745,7 +607,10 @@ def _write(
 ) -> CorpusStats:
     """Write the corpus (all spec.rows, or chunks until target_bytes) via a temporary file."""
     final = Path(path)
-    fmt, compression = _detect(final)
+    try:  # the formats and compressions ingest reads, by the same rule
+        fmt, compression = detect_format(str(final))
+    except InputFileError as exc:  # here the name is an argument the user gave, not a file to read
+        raise UsageError(str(exc)) from None
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".partial")
     kinds = _kinds(spec.labeled, fmt)

@@ -20,20 +20,23 @@ MIN_TSNE_POINTS = 10
 
 def _stratified_sample(groups: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted row indices of a seeded sample of at most ``limit`` rows, each group in proportion (at least one)."""
+    from sklearn.utils import resample
+
     n = len(groups)
     if n <= limit:
         return np.arange(n)
-    values, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    share = limit * counts / n
-    quota = np.minimum(np.maximum(np.floor(share).astype(np.int64), 1), counts)
-    while quota.sum() > limit:  # more groups than rows allowed: take from the largest
-        quota[int(np.argmax(quota))] -= 1
-    # Rows that flooring left over go to the groups furthest below their share that still have rows to give.
-    while quota.sum() < limit:
-        quota[int(np.argmax(np.where(quota < counts, share - quota, -np.inf)))] += 1
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(inverse == g), size=int(quota[g]), replace=False) for g in range(len(values))]
-    return np.sort(np.concatenate(chosen))
+    rng = np.random.RandomState(seed)
+    # sklearn's stratified sampling rounds a share under one row down to none, so a rare class
+    # would vanish from the map: take one random row of every group first, then let sklearn
+    # sample the remaining rows in proportion to what each group has left.
+    order = rng.permutation(n)
+    _, first = np.unique(groups[order], return_index=True)
+    reserved = order[first]
+    if len(reserved) >= limit:  # more groups than rows allowed: one row each of randomly chosen groups
+        return np.sort(rng.choice(reserved, size=limit, replace=False))
+    rest = np.setdiff1d(np.arange(n), reserved, assume_unique=True)
+    extra = resample(rest, n_samples=limit - len(reserved), replace=False, stratify=groups[rest], random_state=rng)
+    return np.sort(np.concatenate([reserved, extra]))
 
 
 def _embed_2d(data: np.ndarray, method: str, seed: int) -> np.ndarray:

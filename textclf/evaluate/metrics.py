@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -12,12 +13,6 @@ from textclf.evaluate.predictions import checked_probs
 from textclf.model.data import LabeledData, label_indices, split_fingerprint
 from textclf.textstats import LOW_CONFIDENCE
 
-if TYPE_CHECKING:
-    import numpy as np
-
-
-
-
 CALIBRATION_BINS = 15
 
 # Keras clips probabilities with this epsilon in its crossentropy, so the test log loss
@@ -25,13 +20,10 @@ CALIBRATION_BINS = 15
 LOG_LOSS_EPS = 1e-7
 
 
-def _ratio(num: float, den: float) -> float:
-    """num / den, 0 when den is 0 (sklearn's zero_division=0)."""
-    return float(num / den) if den else 0.0
-
-
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
     """Equal-width confidence bins (right-closed), each with its count, mean confidence and accuracy."""
+    # Not sklearn.calibration.calibration_curve: it drops empty bins and returns no counts, and the
+    # reliability table and its figure show all 15 bins with their counts (the ECE weights).
     # Right-closed bins (lo, hi], as the usual ECE definition; confidence 0 falls into the first bin.
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     rows = []
@@ -62,6 +54,8 @@ def compute_metrics(classes: Sequence[str], labels: Sequence[str], probs: np.nda
     get probability ``LOG_LOSS_EPS`` in the log loss. Macro and weighted F1 average over the
     model's classes that occur in the labels or the predictions (as sklearn does by default).
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     classes = [str(c) for c in classes]
     k = len(classes)
     arr = checked_probs(probs, k)
@@ -70,38 +64,41 @@ def compute_metrics(classes: Sequence[str], labels: Sequence[str], probs: np.nda
     n = arr.shape[0]
     y = label_indices(classes, labels)
     known = y >= 0
-    pred = arr.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
-    confidence = arr.max(axis=1) if n else np.zeros(0)
-    correct = (pred == y) & known
-
-    unknown_counts: dict[str, int] = {}
-    for label in (str(labels[i]) for i in np.flatnonzero(~known)):
-        unknown_counts[label] = unknown_counts.get(label, 0) + 1
-    rows = k + (1 if unknown_counts else 0)
-    cm = np.zeros((rows, k), dtype=np.int64)
-    np.add.at(cm, (np.where(known, y, k), pred), 1)
-
-    tp = np.diag(cm[:k])
+    # An unknown label becomes class k, which no prediction (0..k-1) equals; leaving k out of
+    # ``labels`` makes its rows false positives of whatever was predicted for them.
+    y_true = np.where(known, y, k)
+    unknown_counts = Counter(str(labels[i]) for i in np.flatnonzero(~known))
+    model_labels = np.arange(k)
+    if n:
+        pred = arr.argmax(axis=1)
+        confidence = arr.max(axis=1)
+        cm = confusion_matrix(y_true, pred, labels=np.arange(k + 1))[: k + bool(unknown_counts), :k]
+        precision, recall, f1s, support = precision_recall_fscore_support(y_true, pred, labels=model_labels,
+                                                                          zero_division=0)
+    else:  # sklearn refuses empty inputs
+        pred, confidence = np.zeros(0, dtype=np.int64), np.zeros(0)
+        cm = np.zeros((k, k), dtype=np.int64)
+        precision = recall = f1s = np.zeros(k)
+        support = np.zeros(k, dtype=np.int64)
     predicted = cm.sum(axis=0)
-    support = cm[:k].sum(axis=1)
-    per_class: dict[str, dict[str, Any]] = {}
-    f1s = np.zeros(k)
-    for c, name in enumerate(classes):
-        precision = _ratio(tp[c], predicted[c])
-        recall = _ratio(tp[c], support[c])
-        f1s[c] = _ratio(2 * precision * recall, precision + recall)
-        per_class[name] = {"precision": precision, "recall": recall, "f1": float(f1s[c]),
-                           "support": int(support[c]), "predicted": int(predicted[c])}
-    active = (support > 0) | (predicted > 0)
+    # sklearn's default ``labels`` (those in y_true or y_pred) would count the unknown class k: name the others.
+    active = np.flatnonzero((support > 0) | (predicted > 0))
+    per_class = {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1s[c]),
+                        "support": int(support[c]), "predicted": int(predicted[c])}
+                 for c, name in enumerate(classes)}
 
+    # Not sklearn's log_loss: it clips at float64 eps (a confident miss costs 36, not Keras's 16.1),
+    # warns on float32 softmax rows that sum to 1 only within 1e-7, and has no place for unknown labels.
     p_true = np.where(known, arr[np.arange(n), np.where(known, y, 0)], 0.0) if n else np.zeros(0)
-    bins = calibration_bins(confidence, correct)
+    bins = calibration_bins(confidence, pred == y_true)
     return {
         "n": int(n),
         "classes": classes,
-        "accuracy": float(correct.mean()) if n else None,
-        "macro_f1": float(f1s[active].mean()) if active.any() else None,
-        "weighted_f1": float((f1s * support).sum() / support.sum()) if support.sum() else None,
+        "accuracy": float(accuracy_score(y_true, pred)) if n else None,
+        "macro_f1": float(f1_score(y_true, pred, labels=active, average="macro", zero_division=0))
+        if active.size else None,
+        "weighted_f1": float(f1_score(y_true, pred, labels=model_labels, average="weighted", zero_division=0))
+        if support.sum() else None,
         "log_loss": float(-np.log(np.clip(p_true, LOG_LOSS_EPS, 1.0)).mean()) if n else None,
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),

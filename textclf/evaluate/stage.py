@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ def build_evaluation(inp: EvaluationInput, predict_fn: PredictFn, *, explain_cou
     step("projector export and report")
     files = projector_files(inp, seed=seed)
     report = render_report(inp, metrics, explanations=explanations, label_errors=label_errors, prob_map=prob_map)
-    files = {"metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+    files = {"metrics.json": json_bytes(metrics),
              "report.html": report.encode("utf-8"), **files}
     step(f"done: report {len(files['report.html']) / 1e6:.2f} MB")
     return metrics, files

@@ -7,12 +7,15 @@ that cannot be read at all raises ``InputFileError`` naming the file and the pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from textclf.common import first_line
 from textclf.errors import InputFileError, StorageError
 from textclf.lake import S3Options
 from textclf.lake.store import open_source
@@ -75,11 +78,6 @@ def detect_format(uri: str) -> tuple[str, str | None]:
     if fmt == "parquet" and codec:
         raise InputFileError(uri, "compressed Parquet is not supported; Parquet compresses its pages itself")
     return fmt, codec
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class SourceReader:
@@ -160,7 +158,7 @@ class SourceReader:
         except InputFileError:
             raise
         except (pa.ArrowException, OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
-            raise InputFileError(self.uri, f"cannot read as {self.format}: {_first_line(exc)}") from exc
+            raise InputFileError(self.uri, f"cannot read as {self.format}: {first_line(exc)}") from exc
         finally:
             if self._raw is not None:
                 self._raw.close()
@@ -197,57 +195,47 @@ class SourceReader:
         return read, parse, convert, malformed
 
     def _csv(self) -> Iterator[SourceBatch]:
-        import sys
-
         import pyarrow as pa
 
-        # pyarrow decodes a malformed row as UTF-8 before calling our handler; when that fails it prints
-        # the exception ("Exception ignored in ...") and stops with a parse error. Catch that here instead.
         undecodable: list[BaseException] = []
-        previous_hook = sys.unraisablehook
-
-        def hook(unraisable: Any) -> None:
-            if isinstance(unraisable.exc_value, UnicodeDecodeError) and \
-                    getattr(unraisable.object, "__name__", None) == "on_invalid":
-                undecodable.append(unraisable.exc_value)
-            else:
-                previous_hook(unraisable)
-
-        sys.unraisablehook = hook
         rows_read = [0]
         try:
-            yield from self._csv_batches(rows_read)
+            yield from self._csv_batches(rows_read, undecodable)
         except pa.ArrowInvalid as exc:
             after = f" after record {rows_read[0]}" if rows_read[0] else ""
             if undecodable:
                 raise InputFileError(self.uri, (
                     f"cannot read as {self.format}: a row{after} has the wrong number of fields and is not valid "
-                    f"UTF-8, so it cannot be quarantined; fix its quoting or encoding ({_first_line(exc)})")) from exc
+                    f"UTF-8, so it cannot be quarantined; fix its quoting or encoding ({first_line(exc)})")) from exc
             if "straddl" in str(exc):
                 raise InputFileError(self.uri, (
                     f"cannot read as {self.format}: a record{after} is longer than {CSV_BLOCK_BYTES >> 20} MiB "
                     "(a huge field, or a quote that is never closed); remove or split it, or export the file as "
                     "JSON Lines, where over-long texts are quarantined as text_too_long")) from exc
             raise
-        finally:
-            sys.unraisablehook = previous_hook
 
-    def _csv_batches(self, rows_read: list[int]) -> Iterator[SourceBatch]:
+    def _csv_batches(self, rows_read: list[int], undecodable: list[BaseException]) -> Iterator[SourceBatch]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         # Open twice: once for the header alone, because pyarrow fixes the selected columns (all
         # read as strings) at open time; unselected columns are then never parsed or type-inferred.
         read, parse, convert, _ = self._csv_options(None)
-        with self._open_stream() as stream:
+        with self._open_stream() as stream, _undecodable_rows_caught(undecodable):
             header = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             present = header.schema.names
         roles = self._check_columns(present)
         include = [c for c in roles.values() if c]
         read, parse, convert, malformed = self._csv_options(include)
         row = 0
-        reader = pacsv.open_csv(self._open_stream(), read_options=read, parse_options=parse, convert_options=convert)
-        for batch in reader:
+        with _undecodable_rows_caught(undecodable):
+            reader = pacsv.open_csv(self._open_stream(), read_options=read, parse_options=parse,
+                                    convert_options=convert)
+        while True:
+            with _undecodable_rows_caught(undecodable):  # pyarrow parses (and calls on_invalid) only in here
+                batch = next(reader, None)
+            if batch is None:
+                break
             table = pa.Table.from_batches([batch])
             for start in range(0, batch.num_rows, self.batch_rows):
                 chunk = table.slice(start, self.batch_rows)
@@ -347,7 +335,7 @@ class SourceReader:
             pf = pq.ParquetFile(self._raw)
         except (pa.ArrowException, OSError) as exc:
             raise InputFileError(
-                self.uri, f"not a readable Parquet file (truncated or another format): {_first_line(exc)}") from exc
+                self.uri, f"not a readable Parquet file (truncated or another format): {first_line(exc)}") from exc
         roles = self._check_columns(pf.schema_arrow.names)
         text_type = pf.schema_arrow.field(roles["text"]).type
         value_type = text_type.value_type if pa.types.is_dictionary(text_type) else text_type
@@ -385,6 +373,32 @@ class SourceReader:
             source_rows=pa.array(range(first_row + 1, first_row + n + 1), pa.int64()),
             malformed=list(malformed),
         )
+
+
+@contextlib.contextmanager
+def _undecodable_rows_caught(caught: list[BaseException]) -> Iterator[None]:
+    """While pyarrow parses CSV: collect, instead of printing, the rows it could not hand to ``on_invalid``.
+
+    pyarrow decodes a malformed row as UTF-8 before calling the handler; when that fails it reports
+    the exception through ``sys.unraisablehook`` ("Exception ignored in ...") and stops with a parse
+    error. That hook is process-wide, so it is swapped only around pyarrow's own calls (open_csv and
+    each next batch) and never while the reader's generator is suspended: measured with pyarrow 26,
+    the streaming reader runs the handler only inside those calls, never between them.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and \
+                getattr(unraisable.object, "__name__", None) == "on_invalid":
+            caught.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _iter_lines(stream: pafs.NativeFile, chunk_bytes: int = 4 << 20) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from textclf.common import stable_bucket
 from textclf.config import TrainConfig
 from textclf.errors import ModelError
 from textclf.lake import Lake
@@ -48,8 +49,7 @@ class LabeledData:
 
 def split_bucket(doc_id: str) -> int:
     """A stable bucket 0-99 for a doc id."""
-    digest = hashlib.sha256((SPLIT_SALT + doc_id).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100
+    return stable_bucket(SPLIT_SALT, doc_id, 100)
 
 
 def assign_splits(doc_ids: Sequence[str], test_percent: int, validation_percent: int) -> np.ndarray:

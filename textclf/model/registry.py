@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from textclf.common import first_line
 from textclf.errors import ModelError, ModelIntegrityError
 from textclf.lake import Lake
 from textclf.lake.layout import CHAMPION, MANIFEST, MODEL_FILE, MODELS, VERSION_RE, version_key
@@ -130,7 +131,7 @@ def load_model(lake: Lake, version: str) -> LoadedModel:
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for foreign or unsafe archives
             raise ModelIntegrityError(f"{lake.uri_of(f'{key}/{MODEL_FILE}')} is not a loadable textclf model "
-                                      f"(safe mode): {str(exc).splitlines()[0][:300]}") from exc
+                                      f"(safe mode): {first_line(exc)[:300]}") from exc
     inputs = model.inputs
     if len(inputs) != 1 or inputs[0].dtype != "string" or model.output_shape[-1] != len(classes):
         raise ModelIntegrityError(f"{lake.uri_of(key)}: the model does not take raw strings and return "

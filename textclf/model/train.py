@@ -116,6 +116,7 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
     if config.class_weight == "balanced":
         weights = compute_class_weight("balanced", classes=np.arange(len(splits.classes)), y=y_train)
         class_weight = {i: float(w) for i, w in enumerate(weights)}
+    policy = keras.mixed_precision.global_policy()  # process-wide: put back what the caller had
     strategy, devices = _devices(config)
     batch_size *= strategy.num_replicas_in_sync
     started = time.perf_counter()
@@ -151,7 +152,7 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
             log.warning("training attempt %d collapsed: %s; retrying with another seed and half the learning rate",
                         attempt + 1, reason)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(policy)
     raise ModelError(f"training {config.model} collapsed in all {config.max_attempts} attempts "
                      f"({attempts[-1]['collapsed']}); try a lower learning_rate or another --model")
 

@@ -9,12 +9,12 @@ last. The unsharded path is the same code with N = 1.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from textclf.common import json_bytes, stable_bucket
 from textclf.config import ReportConfig, ScoreConfig
 from textclf.errors import ModelError, PartitionNotFoundError, StorageError, UsageError
 from textclf.lake import Lake
@@ -35,8 +35,7 @@ def shard_of(doc_id: str, num_shards: int) -> int:
     """The shard a document belongs to: stable across runs and machines."""
     if num_shards == 1:
         return 0
-    digest = hashlib.sha256((SHARD_SALT + doc_id).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % num_shards
+    return stable_bucket(SHARD_SALT, doc_id, num_shards)
 
 
 def _resolve_version(lake: Lake, requested: str | None) -> str:
@@ -270,7 +269,6 @@ def score(lake: Lake, config: ScoreConfig, progress: Progress | None = None,
 
 def report(lake: Lake, config: ReportConfig) -> ReportResult:
     """Write the scoring report of a date (JSON + HTML) from its predictions manifest and the model's lineage."""
-    import json
 
     from textclf.lake.layout import version_key
     from textclf.score.drift import ScoringReportInput
@@ -299,7 +297,7 @@ def report(lake: Lake, config: ReportConfig) -> ReportResult:
     )
     content, html = build_scoring_report(inp)
     with lake.partition(report_key(date)) as part:
-        part.add_bytes("report.json", json.dumps(content, indent=2).encode())
+        part.add_bytes("report.json", json_bytes(content))
         part.add_bytes("report.html", html.encode())
         part.commit({"kind": "scoring_report", "run_date": date, "model_version": version})
     return ReportResult(date, lake.uri_of(f"{report_key(date)}/report.html"), content)

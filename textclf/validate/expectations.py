@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -231,16 +233,37 @@ class GxRun:
 
 def run_expectations(frames: dict[str, pd.DataFrame], specs: list[ExpectationSpec], project_dir: str) -> GxRun:
     """Run the suites with a file-backed GX context in ``project_dir``; one checkpoint per frame."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    with _gx_logs_at_warning():
+        return _run_expectations(frames, specs, project_dir)
+
+
+@contextlib.contextmanager
+def _gx_logs_at_warning() -> Iterator[None]:
+    """Within the block, the ``great_expectations`` logger at WARNING unless its level was set; restored after."""
+    # GX logs some 240 INFO lines of config chatter, most of them while it is first imported (its
+    # docs decorators): keep task logs readable, but leave the process's logging as it was.
     gx_log = logging.getLogger("great_expectations")
-    if gx_log.level == logging.NOTSET:  # GX logs config chatter at INFO; keep task logs readable
+    quieted = gx_log.level == logging.NOTSET
+    if quieted:
         gx_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        if quieted and gx_log.level == logging.WARNING:
+            gx_log.setLevel(logging.NOTSET)
+
+
+def _run_expectations(frames: dict[str, pd.DataFrame], specs: list[ExpectationSpec], project_dir: str) -> GxRun:
+    """``run_expectations`` without the logging scope."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="file", project_root_dir=project_dir)
+    # Analytics off in the context's own config rather than GX_ANALYTICS_ENABLED: GX 1.24 reads that
+    # variable nowhere (and older 1.x read it once, at import), so setting it here changed nothing.
+    context.variables.analytics_enabled = False
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.variables.save()
     source = context.data_sources.add_pandas("textclf")
