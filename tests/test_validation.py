@@ -164,7 +164,7 @@ def test_validation_quiets_gx_while_it_runs_and_leaves_the_process_as_it_was(
     monkeypatch.setattr(gx_log, "level", logging.NOTSET)
     caplog.set_level(logging.INFO)
 
-    assert validate(lake, "unlabeled", GOOD).success
+    assert validate(Lake(lake), ValidationConfig(kind="unlabeled", date=GOOD)).success
     assert not [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
     assert gx_log.level == logging.NOTSET and "GX_ANALYTICS_ENABLED" not in os.environ
 
