@@ -6,14 +6,15 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: help install demo airflow test test-slow lint bench-ingest bench-models bench-score soak clean distclean
+.PHONY: help install demo airflow test test-fast test-slow lint bench-ingest bench-models bench-score soak clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
 	@echo "make airflow     the Airflow UI on http://127.0.0.1:8080 with the project's DAGs (Ctrl-C stops it)"
-	@echo "make test        the whole default test suite (starts its own SeaweedFS S3 server)"
+	@echo "make test        lint, type check and every test tier (starts its own servers); what CI runs"
+	@echo "make test-fast   the unit, data, model and dags tiers: no server, no subprocess (the inner loop)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff and mypy"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
 	@echo "make bench-score   scoring throughput and memory: pipeline vs bare predict vs seed-style path"
@@ -36,15 +37,18 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_local.py serve --home demo
 
-test: $(STAMP)
-	$(BIN)/ruff check textclf tests dags plugins scripts
+test: lint
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not integration and not slow"
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check textclf tests dags plugins scripts
+	$(BIN)/mypy
 
 bench-ingest: $(STAMP)
 	$(BIN)/python scripts/bench_ingest.py

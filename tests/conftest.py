@@ -26,6 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     home = tempfile.mkdtemp(prefix="textclf-airflow-home-")
     config.stash[AIRFLOW_HOME_KEY] = home
     os.environ.update({**project_env(home), "AIRFLOW__CORE__UNIT_TEST_MODE": "False"})
+    _guard_processes()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -88,3 +89,64 @@ def train_evaluated(lake: Lake, config: TrainConfig, explain_count: int = 2) -> 
     version = train(lake, config).version
     evaluate(lake, EvaluateConfig(model_version=version, explain_count=explain_count))
     return version
+
+
+TIERS = ("unit", "data", "model", "dags", "integration")
+# A test using one of these starts a server: it is an integration test whatever its file's tier.
+SERVER_FIXTURES = {"s3_server", "s3_env", "s3_lake", "own_s3", "s3_copy"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put server tests in the integration tier, and refuse a test that names no tier."""
+    untiered = []
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("s3") \
+                or item.get_closest_marker("distributed"):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            untiered.append(item.nodeid)
+    if untiered:
+        raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}): {', '.join(untiered[:5])}")
+
+
+# Outside the integration tier a test may not start a process, in its fixtures or its body: that is
+# what keeps `make test-fast` fast, and it is enforced, not only labelled.
+_PROCESS_POLICY: dict[str, object] = {"allowed": True, "test": ""}
+
+
+def _guard_processes() -> None:
+    import subprocess
+
+    original = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        if not _PROCESS_POLICY["allowed"]:
+            raise AssertionError(f"{_PROCESS_POLICY['test']} starts a process ({args!r}) but is not marked "
+                                 "integration")
+        original(self, args, *rest, **kwargs)  # type: ignore[arg-type]
+
+    subprocess.Popen.__init__ = guarded  # type: ignore[method-assign]
+
+
+def _allow_processes(item: pytest.Item | None) -> None:
+    _PROCESS_POLICY["allowed"] = item is None or bool(item.get_closest_marker("integration")
+                                                     or item.get_closest_marker("slow"))
+    _PROCESS_POLICY["test"] = item.nodeid if item is not None else ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
+    _allow_processes(item)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
+    _allow_processes(item)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
+    _allow_processes(None)  # session fixtures may be stopped after any test
+    yield

@@ -32,6 +32,8 @@ from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
 
+pytestmark = pytest.mark.data
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
@@ -594,6 +596,7 @@ CLI_CASES = ["empty_csv", "wrong_delimiter_semicolon", "malformed_row_not_utf8",
              "invalid_utf8_in_id_and_label"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_cli(name: str, tmp_path: Path) -> None:
     case = BY_NAME[name]

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import write_csv
 
+pytestmark = pytest.mark.integration
+
 TEXTCLF = [str(Path(sys.executable).with_name("textclf"))]
 
 

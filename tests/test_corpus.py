@@ -22,6 +22,8 @@ import pytest
 from textclf.demo.corpus import CLASSES, CorpusSpec, CorpusStats, generate_rows, write_corpus, write_corpus_to_size
 from textclf.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 ALL_KINDS = {
     "empty_text", "missing_id", "invalid_encoding", "repairable_encoding", "too_long",
     "missing_label", "exact_duplicate", "conflicting_label", "html", "control_chars",
@@ -69,6 +71,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
         assert a.dirty == b.dirty
 
 
+@pytest.mark.integration
 def test_determinism_holds_across_processes(tmp_path: Path) -> None:
     code = (
         "import sys; from textclf.demo.corpus import CorpusSpec, write_corpus; "

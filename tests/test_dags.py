@@ -18,6 +18,8 @@ from tests.test_scoring import check_contract
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.lake import Lake
 
+pytestmark = pytest.mark.dags
+
 LOGICAL = "2026-11-03"  # a daily data interval starting on DATE (after the score DAG's start date)
 DATE = "2026-11-02"
 RETRAIN_CONF = {"model": "bow_mlp", "epochs": 4}
@@ -251,6 +253,7 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
 """
 
 
+@pytest.mark.integration
 def test_parsing_the_dags_is_light_and_opens_nothing(airflow_db: str) -> None:
     proc = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(ROOT / "dags")], capture_output=True,
                           text=True, timeout=120)

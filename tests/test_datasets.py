@@ -15,6 +15,8 @@ from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.validate.stage import validate
 
+pytestmark = pytest.mark.data
+
 DATE = "2026-11-21"
 DATASETS = {
     "ag_news_7600": pytest.param("ag_news_7600", id="ag_news_7600"),

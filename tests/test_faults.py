@@ -37,6 +37,8 @@ from textclf.model.registry import list_versions
 from textclf.promote.stage import promote
 from textclf.score.stage import score, score_shard
 
+pytestmark = pytest.mark.integration
+
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 D = "2026-05-01"  # 30,000 documents, scored once by the fixture: the "old complete partition"
 D2 = "2026-05-02"  # 6,000 documents, ingested, not scored

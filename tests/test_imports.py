@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("tensorflow", "keras", "great_expectations", "pandas")
 
@@ -31,6 +35,7 @@ def test_library_never_imports_airflow() -> None:
 MODEL_LAYERS = "layers.py"
 
 
+@pytest.mark.integration
 def test_importing_every_module_loads_no_heavy_package() -> None:
     modules = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts)

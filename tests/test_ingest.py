@@ -18,6 +18,8 @@ from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
 
+pytestmark = pytest.mark.data
+
 DATE = "2026-11-21"
 
 

@@ -12,6 +12,8 @@ from textclf.ingest.normalize import normalize_one
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
 
+pytestmark = pytest.mark.data
+
 # injected kind -> quarantine reason it must produce
 QUARANTINED = {
     "empty_text": "empty_text",

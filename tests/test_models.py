@@ -15,6 +15,8 @@ from textclf.model.data import LabeledData, Splits, assign_splits, make_splits, 
 from textclf.model.predict import predict_texts
 from textclf.model.train import collapse_reason, fit, save_model
 
+pytestmark = pytest.mark.model
+
 WORDS = {
     "sports": "match goal team coach league score season player stadium referee",
     "finance": "market stock bank profit shares investor dividend loan interest budget",

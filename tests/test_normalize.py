@@ -9,6 +9,8 @@ import pytest
 
 from textclf.ingest.normalize import decode_array, normalize_one, normalize_text, repair_bytes, text_doc_id
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "expected"),

@@ -22,6 +22,8 @@ from textclf.model.registry import load_model, read_champion, read_version
 from textclf.promote.gate import decide
 from textclf.promote.stage import promote
 
+pytestmark = pytest.mark.model
+
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 REPORT_SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
                    "probability-correlation", "probability-map", "projector", "explanations", "label-errors")
@@ -192,6 +194,7 @@ def test_unknown_version_is_a_clear_error(lake: tuple[str, str]) -> None:
         promote(Lake(uri), PromoteConfig(model_version="20990101T000000Z-nope-000000"))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_cli_train_then_promote(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     uri = str(tmp_path / "lake") if where == "local" else request.getfixturevalue("s3_lake")
@@ -209,6 +212,7 @@ def test_cli_train_then_promote(where: str, tmp_path: Path, request: pytest.Fixt
     assert read_champion(Lake(uri))["champion"]["version"] == trained["model_version"]
 
 
+@pytest.mark.integration
 def test_cli_unknown_architecture_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([TEXTCLF, "train", "--lake", str(tmp_path), "--model", "gpt"], capture_output=True,
                           text=True, timeout=120)

@@ -21,6 +21,8 @@ from textclf.promote.stage import promote
 from textclf.score.predictions import prediction_schema
 from textclf.score.stage import score
 
+pytestmark = pytest.mark.model
+
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 DATE = "2026-05-01"
 

@@ -14,6 +14,8 @@ import pytest
 from textclf.score.drift import DriftThresholds, ScoringReportInput, drift_signals, psi
 from textclf.score.report import SECTION_IDS, build_scoring_report
 
+pytestmark = pytest.mark.unit
+
 CLASSES = ("sports", "politics", "tech")
 TRAINING_CLASSES = {"sports": 500, "politics": 300, "tech": 200}
 TRAINING_LENGTHS = {"0-100": 600, "100-300": 300, "300-500": 80, "500-800": 15, ">800": 5}

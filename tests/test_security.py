@@ -48,6 +48,8 @@ from textclf.lake import Lake, S3Options
 from textclf.lake.layout import MANIFEST, MODEL_FILE
 from textclf.model.registry import load_model
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -232,6 +234,7 @@ def test_archive_members_cannot_write_outside_the_extraction_folder(lake_copy: t
     assert not target.exists()
 
 
+@pytest.mark.integration
 def test_cli_refuses_a_tampered_model_with_exit_6_and_one_line(lake_copy: tuple[Path, str]) -> None:
     lake, version = lake_copy
     path = lake / "models" / version / MODEL_FILE
@@ -416,6 +419,7 @@ def _csp_script_sources(markup: str) -> list[str]:
     return directives.get("script-src", directives.get("default-src", ["*"]))
 
 
+@pytest.mark.integration
 def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[Path, str], chromium: str,
                                                               tmp_path: Path) -> None:
     root, version = registered
@@ -438,6 +442,7 @@ def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[
     assert "&lt;script&gt;" in dom.markup and "&lt;img src=x onerror=" in dom.markup
 
 
+@pytest.mark.integration
 def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chromium: str, tmp_path: Path) -> None:
     from tests.test_evaluation import keyword_model, make_input
     from textclf.evaluate.stage import build_evaluation
@@ -462,6 +467,7 @@ def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chrom
     assert hostile_tech in text and f"v1{HOSTILE_SCRIPT}" in text and HOSTILE_IMG in text
 
 
+@pytest.mark.integration
 def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp_path: Path) -> None:
     from tests.test_scoring_report import steady
     from textclf.score.report import build_scoring_report
@@ -486,6 +492,7 @@ def test_scoring_report_with_hostile_names_and_links_is_inert(chromium: str, tmp
     assert links and not [h for h in links if h.strip().lower().startswith("javascript:")]
 
 
+@pytest.mark.integration
 def test_csp_blocks_scripts_even_if_escaping_were_missed(chromium: str, tmp_path: Path) -> None:
     """Raw markup in the pages' base template stays inert; the same page without its CSP meta tag runs it (control)."""
     from textclf.report.render import environment
@@ -692,6 +699,7 @@ def _wait_for(check: Callable[[], object], timeout: float, what: str, proc: subp
     raise AssertionError(f"{what} not within {timeout} s; {log.read_text()[-3000:]}")
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_embedded_airflow_requires_a_token_and_listens_on_loopback_only(tmp_path: Path) -> None:
     import psutil

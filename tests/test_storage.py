@@ -14,6 +14,8 @@ from textclf.lake import Lake
 from textclf.lake.layout import MANIFEST, STAGING_PREFIX, WRITER, safe_key
 from textclf.lake.store import STAGING_ABANDONED_S, holder_record
 
+pytestmark = pytest.mark.data
+
 SCHEMA = pa.schema([("doc_id", pa.string()), ("n", pa.int64())])
 
 
@@ -119,6 +121,7 @@ def test_two_writers_of_one_partition_both_commit_and_the_last_wins(lake_uri: st
     assert set(lake.list_children(key)) == {MANIFEST, "part-00000.parquet"}
 
 
+@pytest.mark.integration
 def test_a_commit_removes_the_staging_folders_of_abandoned_runs(lake_uri: str) -> None:
     lake = Lake(lake_uri)
     key = "datasets/x/ingest_date=2026-01-04"

@@ -23,6 +23,8 @@ from textclf.validate.expectations import check_schema, describe, expectation_sp
 from textclf.validate.profile import profile, render_profile_html, text_stats
 from textclf.validate.stage import ValidationResult, validate
 
+pytestmark = pytest.mark.data
+
 WORDS = ["parcel", "refund", "invoice", "late", "broken", "thanks", "order", "account", "password", "card"]
 
 
@@ -383,6 +385,7 @@ def test_describe_words_failures_for_people() -> None:
     assert describe(short) == "share of texts under 3 words (max 10%): 25.0% (10 of 40 rows)"
 
 
+@pytest.mark.integration
 def test_importing_validation_loads_no_heavy_library() -> None:
     code = ("import sys, textclf.validate.stage; "
             "print([m for m in ('great_expectations', 'pandas', 'pyarrow') if m in sys.modules])")

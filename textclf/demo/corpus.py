@@ -203,8 +203,8 @@ def _chunk_texts(rng: np.random.Generator, labels: np.ndarray) -> list[str]:
     """Generate one text per label with vectorised sampling of words and punctuation."""
     v = _vocab()
     n = len(labels)
-    target = rng.lognormal(math.log(_MEDIAN_WORDS), _SIGMA_WORDS, n)
-    target = np.clip(np.rint(target), _MIN_WORDS, _MAX_WORDS).astype(np.int64)
+    drawn = rng.lognormal(math.log(_MEDIAN_WORDS), _SIGMA_WORDS, n)
+    target = np.clip(np.rint(drawn), _MIN_WORDS, _MAX_WORDS).astype(np.int64)
     p_class = rng.uniform(0.14, 0.34, n).astype(np.float32)
     p_neigh = rng.uniform(0.05, 0.22, n).astype(np.float32)
     uni = rng.random(n) < _UNICODE_DOC_RATE
@@ -375,8 +375,8 @@ class _Dirt:
             out["text"] = snippet + b" " + text[:300].encode("utf-8")
         elif kind == "repairable_encoding":
             snippets = _words().cp1252_snippets
-            snippet = snippets[nth % len(snippets)]
-            out["text"] = f"{snippet} {text[:300]}".encode("cp1252", errors="replace")
+            cp1252 = snippets[nth % len(snippets)]
+            out["text"] = f"{cp1252} {text[:300]}".encode("cp1252", errors="replace")
         elif kind == "too_long":
             need = self.spec.max_text_chars + 1 + int(rng.integers(0, 500))
             reps = need // (len(text) + 1) + 1

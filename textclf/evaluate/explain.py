@@ -42,7 +42,7 @@ def _explain_one(predict_fn: PredictFn, text: str, classes: Sequence[str], num_s
     # A feature is a distinct word (case-insensitive); removing it removes every occurrence, as LIME's bag of words.
     keys = [m.group().casefold() for m in tokens]
     feature_of = {key: j for j, key in enumerate(dict.fromkeys(keys))}
-    display = {}
+    display: dict[str, str] = {}
     for m, key in zip(tokens, keys, strict=True):
         display.setdefault(key, m.group())
     words = list(display.values())

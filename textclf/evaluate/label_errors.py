@@ -48,7 +48,7 @@ def suspected_label_errors(inp: EvaluationInput, limit: int = 50) -> list[dict[s
     wrong = (pred != y) & (confidence >= CONFIDENTLY_WRONG)
 
     found = []
-    for i in np.flatnonzero(wrong | far):
+    for i in np.flatnonzero(wrong | far).tolist():
         reason, score = (("confidently_wrong", confidence[i]) if wrong[i]
                          else ("far_from_class", distance[i] / math.sqrt(2)))
         found.append({

@@ -67,7 +67,7 @@ def compute_metrics(classes: Sequence[str], labels: Sequence[str], probs: np.nda
     # An unknown label becomes class k, which no prediction (0..k-1) equals; leaving k out of
     # ``labels`` makes its rows false positives of whatever was predicted for them.
     y_true = np.where(known, y, k)
-    unknown_counts = Counter(str(labels[i]) for i in np.flatnonzero(~known))
+    unknown_counts = Counter(str(labels[int(i)]) for i in np.flatnonzero(~known))
     model_labels = np.arange(k)
     if n:
         pred = arr.argmax(axis=1)

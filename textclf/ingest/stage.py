@@ -32,7 +32,7 @@ from textclf.ingest.quarantine import QuarantineFile, reject_batch
 from textclf.ingest.sources import ColumnNames, SourceBatch, SourceReader
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
-from textclf.lake.partition import FileEntry, PartitionWriter
+from textclf.lake.partition import FileEntry, ParquetPartFile, PartitionWriter
 from textclf.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class DataFiles:
 
     def __init__(self, writer: PartitionWriter, schema: pa.Schema, max_rows: int) -> None:
         self.writer, self.schema, self.max_rows = writer, schema, max_rows
-        self.current = None
+        self.current: ParquetPartFile | None = None
         self.entries: list[FileEntry] = []
 
     def write(self, table: pa.Table) -> None:
@@ -87,16 +87,17 @@ class DataFiles:
         while offset < table.num_rows:
             if self.current is None:
                 self.current = self.writer.parquet(f"part-{len(self.entries):05d}.parquet", self.schema)
-            room = self.max_rows - self.current.rows
-            piece = table.slice(offset, room)
-            self.current.write(piece)
+            current = self.current
+            piece = table.slice(offset, self.max_rows - current.rows)
+            current.write(piece)
             offset += piece.num_rows
-            if self.current.rows >= self.max_rows:
+            if current.rows >= self.max_rows:
                 self._close_current()
 
     def _close_current(self) -> None:
-        self.entries.append(self.writer.close_parquet(self.current))
-        self.current = None
+        if self.current is not None:
+            self.entries.append(self.writer.close_parquet(self.current))
+            self.current = None
 
     def close(self) -> None:
         if self.current is not None or not self.entries:

@@ -139,7 +139,7 @@ def make_splits(data: LabeledData, config: TrainConfig) -> Splits:
     return Splits(train, validation, test, classes)
 
 
-def label_indices(classes: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+def label_indices(classes: Sequence[str], labels: Sequence[str] | np.ndarray) -> np.ndarray:
     """Index of each label in ``classes``; -1 for labels the model does not know."""
     import numpy as np
 

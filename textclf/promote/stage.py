@@ -94,11 +94,11 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
             champion_metrics = _metrics_for(lake, current["version"], fingerprint, test)
             split = candidate_metrics["test_split"]
     decision = decide(candidate_metrics, champion_metrics, policy, force)
-    record = {
+    record: dict[str, Any] = {
         "at": utc_now_iso(), "model_version": version, "decision": decision.outcome,
         "promoted": decision.promoted, "forced": decision.forced, "reasons": list(decision.reasons),
         "candidate": {"accuracy": candidate_metrics["accuracy"], "macro_f1": candidate_metrics["macro_f1"]},
-        "champion": None if current is None else {
+        "champion": None if current is None or champion_metrics is None else {
             "version": current["version"], "accuracy": champion_metrics["accuracy"],
             "macro_f1": champion_metrics["macro_f1"]},
         "test_split": split, "policy": policy.as_record(),

@@ -55,7 +55,7 @@ def matrix_figure(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if max(len(rows), len(cols)) <= 20 and matrix.size:
-        mid = (np.nanmax(matrix) + np.nanmin(matrix)) / 2 if vmin is None else (vmin + vmax) / 2
+        mid = (np.nanmax(matrix) + np.nanmin(matrix)) / 2 if vmin is None or vmax is None else (vmin + vmax) / 2
         for (r, c), value in np.ndenumerate(matrix):
             ax.text(c, r, format(value, fmt), ha="center", va="center", fontsize=8,
                     color="white" if (value > mid if vmin is None else abs(value) > 0.6) else "black")

@@ -15,8 +15,9 @@ def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any])
     that the quarantine partition is the one written by the same ingest run with that many rows.
     """
     found = []
-    counts = [manifest.get(k) for k in ("rows", "quarantined_rows", "duplicates_removed", "input_rows")]
-    if any(not isinstance(c, int) for c in counts):
+    counts = [c for k in ("rows", "quarantined_rows", "duplicates_removed", "input_rows")
+              if isinstance(c := manifest.get(k), int)]
+    if len(counts) < 4:
         found.append(f"the manifest of {lake.uri_of(dataset_key(kind, date))} lacks its row counts")
     elif counts[0] + counts[1] + counts[2] != counts[3]:
         found.append(f"{counts[0]} rows + {counts[1]} quarantined + {counts[2]} duplicates != {counts[3]} input rows")

@@ -142,7 +142,7 @@ def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = N
             writer.commit({"kind": kind, "ingest_date": date, "dataset": lake.uri_of(source_key),
                            "dataset_rows": prof["rows"], "success": success, "critical_failures": len(failures),
                            "warnings": len(warnings)})
-    result = ValidationResult(kind, date, success, failures, warnings, lake.uri_of(f"{out_key}/results.json"),
+    validated = ValidationResult(kind, date, success, failures, warnings, lake.uri_of(f"{out_key}/results.json"),
                               lake.uri_of(data_docs_key(kind, date)), prof)
     for warning in warnings:
         log.warning("validation warning for %s %s: %s", kind, date, warning)
@@ -151,5 +151,5 @@ def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = N
         log.error("failed expectation for %s %s: %s", kind, date, failure)
     if not success:
         raise ValidationFailedError(subject=f"{kind} {date}", failures=failures or ["see results.json"],
-                                    docs_uri=result.docs_uri)
-    return result
+                                    docs_uri=validated.docs_uri)
+    return validated
