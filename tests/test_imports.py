@@ -50,3 +50,43 @@ def test_importing_every_module_loads_no_heavy_package() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# The pipeline's layers, lowest first: a module may import from its own package and from lower layers only.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("__init__", "errors", "progress", "config", "common", "textstats"),
+    ("lake",),
+    ("report",),
+    ("ingest",),
+    ("validate",),
+    ("model",),
+    ("evaluate",),
+    ("promote",),
+    ("score",),
+    ("demo",),
+    ("cli", "__main__"),
+)
+
+
+def layer_of(module: str) -> int:
+    part = module.split(".")[1] if "." in module else "__init__"
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_stages_import_only_downwards() -> None:
+    upward = []
+    for path in (ROOT / "textclf").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("textclf."):
+                target = node.module or ""
+                same_package = module.split(".")[:2] == target.split(".")[:2]
+                if not same_package and layer_of(target) > layer_of(module):
+                    upward.append(f"{module} imports {target}")
+    assert upward == []
+
+
+def test_the_layering_test_sees_every_package() -> None:
+    packages = {p.name for p in (ROOT / "textclf").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in (ROOT / "textclf").glob("*.py")}
+    assert packages | modules <= {name for names in LAYERS for name in names}
