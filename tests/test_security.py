@@ -43,6 +43,7 @@ from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from textclf.config import IngestConfig, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import ModelIntegrityError, StorageError, UnsafeKeyError
+from textclf.evaluate.predictions import EvaluationInput
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake, S3Options
 from textclf.lake.layout import MANIFEST, MODEL_FILE
@@ -442,20 +443,23 @@ def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[
     assert "&lt;script&gt;" in dom.markup and "&lt;img src=x onerror=" in dom.markup
 
 
+def hostile_input(base: EvaluationInput, class_suffix: str, id_suffix: str) -> EvaluationInput:
+    """An evaluation input whose version, architecture, a class, texts, doc ids and config carry markup."""
+    hostile_class = f"tech{class_suffix}"
+    return dataclasses.replace(
+        base, version=f"v1{HOSTILE_SCRIPT}", architecture=HOSTILE_IMG,
+        classes=tuple(hostile_class if c == "tech" else c for c in base.classes),
+        labels=[hostile_class if label == "tech" else label for label in base.labels],
+        texts=[f"{t} {HOSTILE_SCRIPT} goal {HOSTILE_IMG}" for t in base.texts],
+        doc_ids=[f"{d}{id_suffix}" for d in base.doc_ids], config={**base.config, "note": HOSTILE_IMG})
+
+
 @pytest.mark.integration
 def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chromium: str, tmp_path: Path) -> None:
     from tests.test_evaluation import keyword_model, make_input
     from textclf.evaluate.stage import build_evaluation
 
-    base = make_input()
-    hostile_tech = f"tech{HOSTILE_IMG}"
-    inp = dataclasses.replace(
-        base, version=f"v1{HOSTILE_SCRIPT}", architecture=HOSTILE_IMG,
-        classes=tuple(hostile_tech if c == "tech" else c for c in base.classes),
-        labels=[hostile_tech if label == "tech" else label for label in base.labels],
-        texts=[f"{t} {HOSTILE_SCRIPT} goal {HOSTILE_IMG}" for t in base.texts],
-        doc_ids=[f"{d}{HOSTILE_SCRIPT}" for d in base.doc_ids],
-        config={**base.config, "note": HOSTILE_IMG})
+    inp = hostile_input(make_input(), class_suffix=HOSTILE_IMG, id_suffix=HOSTILE_SCRIPT)
     _, files = build_evaluation(inp, keyword_model, explain_count=3, seed=0)
     page = tmp_path / "report.html"
     page.write_bytes(files["report.html"])
@@ -464,7 +468,7 @@ def test_evaluation_report_with_hostile_version_classes_and_texts_is_inert(chrom
 
     _assert_inert(dom, f"Model v1{HOSTILE_SCRIPT} ({HOSTILE_IMG}): evaluation")
     text = "".join(dom.text)
-    assert hostile_tech in text and f"v1{HOSTILE_SCRIPT}" in text and HOSTILE_IMG in text
+    assert f"tech{HOSTILE_IMG}" in text and f"v1{HOSTILE_SCRIPT}" in text and HOSTILE_IMG in text
 
 
 @pytest.mark.integration
@@ -527,14 +531,8 @@ def _hostile_pages() -> dict[str, tuple[str, str]]:
     from textclf.score.report import build_scoring_report
     from textclf.validate.profile import profile, render_profile_html
 
-    base = make_input()
-    hostile_class = f"tech{HOSTILE_SCRIPT}"
     inp = dataclasses.replace(
-        base, version=f"v1{HOSTILE_SCRIPT}", architecture=HOSTILE_IMG,
-        classes=tuple(hostile_class if c == "tech" else c for c in base.classes),
-        labels=[hostile_class if label == "tech" else label for label in base.labels],
-        texts=[f"{t} {HOSTILE_SCRIPT} goal {HOSTILE_IMG}" for t in base.texts],
-        doc_ids=[f"{d}{HOSTILE_IMG}" for d in base.doc_ids], config={**base.config, "note": HOSTILE_IMG},
+        hostile_input(make_input(), class_suffix=HOSTILE_SCRIPT, id_suffix=HOSTILE_IMG),
         history={"loss": [0.5], HOSTILE_SCRIPT: [0.1]},
         training={"candidates": [{"name": HOSTILE_SCRIPT, "params": {HOSTILE_IMG: HOSTILE_SCRIPT},
                                   "validation_accuracy": 0.9, "validation_macro_f1": 0.9, "seconds": 1.0,

@@ -23,6 +23,15 @@ class Decision:
         return "promoted" if self.promoted else "refused"
 
 
+def _not_below(macro_f1: float, baseline: float, whose: str, tolerance: float, reasons: list[str]) -> bool:
+    """Whether a macro-F1 is at least a baseline's minus the tolerance; the comparison goes into ``reasons``."""
+    bar = baseline - tolerance
+    ok = macro_f1 >= bar
+    reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if ok else '<'} {whose} {baseline:.4f} "
+                   f"minus tolerance {tolerance:.4f} = {bar:.4f}")
+    return ok
+
+
 def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: PromotionPolicy,
            force: bool = False) -> Decision:
     """The gate as a pure function of the two versions' metrics on the same test split."""
@@ -34,10 +43,7 @@ def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: P
         reasons.append("no champion yet")
         f1_ok = True
     else:
-        bar = champion["macro_f1"] - policy.tolerance
-        f1_ok = macro_f1 >= bar
-        reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if f1_ok else '<'} champion's {champion['macro_f1']:.4f} "
-                       f"minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
+        f1_ok = _not_below(macro_f1, champion["macro_f1"], "champion's", policy.tolerance, reasons)
     reference_ok = True
     if policy.require_reference:
         reference = candidate.get("linear_reference") or {}
@@ -45,10 +51,7 @@ def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, policy: P
             reasons.append("no linear reference was computed for this version; re-evaluate it")
             reference_ok = False
         else:
-            bar = reference["macro_f1"] - policy.tolerance
-            reference_ok = macro_f1 >= bar
-            reasons.append(f"macro-F1 {macro_f1:.4f} {'>=' if reference_ok else '<'} linear reference's "
-                           f"{reference['macro_f1']:.4f} minus tolerance {policy.tolerance:.4f} = {bar:.4f}")
+            reference_ok = _not_below(macro_f1, reference["macro_f1"], "linear reference's", policy.tolerance, reasons)
     passed = floor_ok and f1_ok and reference_ok
     if force and not passed:
         reasons.append("promoted anyway: forced by the operator")
