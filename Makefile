@@ -6,13 +6,14 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: help install demo airflow test test-slow lint bench-ingest bench-models bench-score soak clean distclean
+.PHONY: help install demo airflow test test-slow test-docker test-docker-gpu lint bench-ingest bench-models bench-score soak clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
 	@echo "make airflow     the Airflow UI on http://127.0.0.1:8080 with the project's DAGs (Ctrl-C stops it)"
 	@echo "make test        the whole default test suite (starts its own SeaweedFS S3 server)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
+	@echo "make test-docker the Docker deployment built and started for real (root; its own dockerd)"
 	@echo "make lint        ruff"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
@@ -39,6 +40,12 @@ airflow: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check textclf tests dags plugins scripts
 	$(BIN)/pytest
+	$(MAKE) test-docker
+
+# Builds the images (local stand-ins where nothing can be pulled), runs docker compose with
+# docker/compose.test.yml and the three DAGs; TEXTCLF_DOCKER_KEEP=1 keeps the images for the next run.
+test-docker: $(STAMP)
+	TEXTCLF_DOCKER_TESTS=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
