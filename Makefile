@@ -14,6 +14,7 @@ help:
 	@echo "make test        the whole default test suite (starts its own SeaweedFS S3 server)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
 	@echo "make test-docker the Docker deployment built and started for real (root; its own dockerd)"
+	@echo "make test-docker-gpu  the same with the CUDA image on the gpu worker (in make test-slow)"
 	@echo "make lint        ruff"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
@@ -47,8 +48,13 @@ test: $(STAMP)
 test-docker: $(STAMP)
 	TEXTCLF_DOCKER_TESTS=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
 
+# The same with the CUDA image (tensorflow[and-cuda], ~3 GB more wheels) on the gpu worker.
+test-docker-gpu: $(STAMP)
+	TEXTCLF_DOCKER_TESTS=1 TEXTCLF_DOCKER_GPU=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
+
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+	$(MAKE) test-docker-gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check textclf tests dags plugins scripts

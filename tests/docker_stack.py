@@ -80,7 +80,8 @@ def keep() -> bool:
 
 
 def build_gpu_image() -> bool:
-    return os.environ.get(GPU_ENV, "1").lower() not in ("0", "false", "no")
+    """Whether this run builds the CUDA image for the gpu worker (`make test-docker-gpu`, in `make test-slow`)."""
+    return os.environ.get(GPU_ENV, "").lower() in ("1", "true", "yes")
 
 
 class Timings(dict):

@@ -8,7 +8,8 @@ user would: the demo files land in the S3 lake (boto3), the three DAGs are trigg
 API with a token, and the predictions are read back from SeaweedFS and held to the contract.
 
 Runs only with ``TEXTCLF_DOCKER_TESTS=1`` (``make test-docker`` sets it): it needs root and about ten
-minutes. ``TEXTCLF_DOCKER_GPU=0`` leaves the GPU image out (the gpu worker then runs the CPU image);
+minutes. The gpu worker runs the CPU image unless ``TEXTCLF_DOCKER_GPU=1`` (``make test-docker-gpu``,
+part of ``make test-slow``) builds the CUDA image for it, which adds about 3 GB of wheels and 7 minutes.
 ``TEXTCLF_DOCKER_KEEP=1`` keeps the images for the next run.
 """
 
@@ -329,7 +330,7 @@ def test_pipeline_runs_on_the_cpu_and_gpu_workers(deployment: Deployment) -> Non
 
 def test_gpu_worker_has_cuda_tensorflow_and_falls_back_to_the_cpu(deployment: Deployment) -> None:
     if not deployment.gpu:
-        pytest.skip("TEXTCLF_DOCKER_GPU=0: the gpu worker runs the CPU image")
+        pytest.skip("the gpu worker runs the CPU image; make test-docker-gpu builds the CUDA one")
     probe = ("import json, tensorflow as tf; print(json.dumps({'cuda': tf.test.is_built_with_cuda(), "
              "'gpus': len(tf.config.list_physical_devices('GPU'))}))")
     found = {name: json.loads(deployment.stack.exec(name, "python", "-c", probe, timeout=300).splitlines()[-1])
