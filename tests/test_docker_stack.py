@@ -210,6 +210,12 @@ def test_init_provisioned_what_the_dags_need(deployment: Deployment) -> None:
     assert holders == {INIT_SERVICE, "seaweedfs"}
     init_log = deployment.stack.logs(200, (INIT_SERVICE,))
     assert "pool gpu: created" in init_log and "connection textclf_s3: created" in init_log, init_log[-3000:]
+    # Safe on every `up`: a second run changes nothing and still exits 0.
+    again = deployment.stack.compose("run", "--rm", "--no-deps", "-T", INIT_SERVICE, timeout=300)
+    output = again.stdout.decode(errors="replace") + again.stderr.decode(errors="replace")
+    for item in ("pool gpu", "variable textclf_lake", "connection textclf_s3"):
+        assert f"{item}: unchanged" in output, output[-3000:]
+    assert secret not in output, "airflow-init printed the S3 secret"
 
 
 # -- the pipeline -----------------------------------------------------------------------------------
@@ -342,6 +348,7 @@ def test_no_credential_in_any_image_layer(deployment: Deployment) -> None:
     """`docker save` of every image this run built holds none of the run's generated credentials."""
     secrets = deployment.settings.secrets
     for role, image in deployment.built.items():
-        scanned, found = scan_for_secrets(deployment.daemon, image, secrets)
+        with deployment.timings.step(f"docker save + scan {image}"):
+            scanned, found = scan_for_secrets(deployment.daemon, image, secrets)
         assert scanned > 10_000_000, (image, scanned)
         assert found == [], f"{image} ({role}) contains {len(found)} of the run's credentials"
