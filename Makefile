@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: help install demo airflow test test-fast test-slow lint bench-ingest bench-models bench-score soak clean distclean
+.PHONY: help install demo airflow test test-fast test-slow test-docker test-docker-gpu lint bench-ingest bench-models \
+	bench-score soak clean distclean
 
 help:
 	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
@@ -14,6 +15,8 @@ help:
 	@echo "make test        lint, type check and every test tier (starts its own servers); what CI runs"
 	@echo "make test-fast   the unit, data, model and dags tiers: no server, no subprocess (the inner loop)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
+	@echo "make test-docker the Docker deployment built and started for real (root; its own dockerd)"
+	@echo "make test-docker-gpu  the same with the CUDA image on the gpu worker (in make test-slow)"
 	@echo "make lint        ruff and mypy"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
 	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
@@ -39,12 +42,23 @@ airflow: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+	$(MAKE) test-docker
+
+# Builds the images (local stand-ins where nothing can be pulled), runs docker compose with
+# docker/compose.test.yml and the three DAGs; TEXTCLF_DOCKER_KEEP=1 keeps the images for the next run.
+test-docker: $(STAMP)
+	TEXTCLF_DOCKER_TESTS=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
+
+# The same with the CUDA image (tensorflow[and-cuda], ~3 GB more wheels) on the gpu worker.
+test-docker-gpu: $(STAMP)
+	TEXTCLF_DOCKER_TESTS=1 TEXTCLF_DOCKER_GPU=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not integration and not slow"
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+	$(MAKE) test-docker-gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check textclf tests dags plugins scripts

