@@ -50,6 +50,11 @@ def _devices(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        log.info("training on %d GPU(s): %s", len(gpus), ", ".join(g.name for g in gpus))
+    else:
+        log.info("no GPU visible to TensorFlow %s (built with CUDA: %s): training on the CPU", tf.__version__,
+                 tf.test.is_built_with_cuda())
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
