@@ -314,6 +314,8 @@ def test_pipeline_runs_on_the_cpu_and_gpu_workers(deployment: Deployment) -> Non
     events = [event_text(line) for line in api.task_log("textclf_retrain", retrain, train).splitlines()]
     gpu_lines = [e for e in events if "GPU" in e or "CUDA" in e.upper()]
     say(f"\ntrain task log, lines about the GPU: {gpu_lines[:5] or 'none'}")
+    fallback = [e for e in events if "no GPU visible to TensorFlow" in e and "training on the CPU" in e]
+    assert len(fallback) == 1, gpu_lines  # one clear line says the training fell back to the CPU
 
     with deployment.timings.step("run textclf_score"):
         score = api.run_dag("textclf_score", date=DAY, conf={"shards": SHARDS}, timeout=900)
