@@ -151,8 +151,11 @@ class TrainConfig(StageConfig):
     Airflow Params through ``with_overrides``.
     """
 
-    model: str = "nb_tfidf"
+    model: str = "hashed_linear"
     epochs: int = Field(30, ge=1)  # upper bound: early stopping on the validation split ends most runs sooner
+    # hashed_linear (the default): its candidates are fitted by a convex solver, chosen on validation
+    selection_budget_s: float = Field(200.0, gt=0)  # work budget of the candidate fits (deterministic estimate)
+    max_model_mb: float = Field(95.0, gt=0)  # candidates whose weights would exceed this are skipped
     seed: int = 0
     batch_size: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)

@@ -190,8 +190,9 @@ def _candidates(training: Mapping[str, Any]) -> list[list[Any]] | None:
     if not candidates:
         return None
     return [[c.get("name"), ", ".join(f"{k}={v}" for k, v in (c.get("params") or {}).items()),
-             c.get("validation_accuracy"), c.get("validation_macro_f1"), c.get("seconds"),
-             "selected" if c.get("selected") else ""] for c in candidates]
+             c.get("validation_accuracy"), c.get("validation_macro_f1"), c.get("cv_accuracy"), c.get("seconds"),
+             "selected" if c.get("selected") else (f"skipped: {c['skipped']}" if c.get("skipped") else "")]
+            for c in candidates]
 
 
 def render_report(inp: EvaluationInput, metrics: dict[str, Any], *, explanations: list[dict[str, Any]],
@@ -206,7 +207,7 @@ def render_report(inp: EvaluationInput, metrics: dict[str, Any], *, explanations
         title=f"Model {inp.version} ({inp.architecture}): evaluation", sections=sections,
         summary=_summary(inp, metrics), linear_reference=_linear_reference(metrics), per_class=_per_class(metrics),
         confusion=_confusion(metrics), curves=_curves(inp.history, str(inp.config.get("monitor", "val_loss"))),
-        candidates=candidates, selected=[i for i, c in enumerate(candidates or []) if c[-1]],
+        candidates=candidates, selected=[i for i, c in enumerate(candidates or []) if c[-1] == "selected"],
         calibration=_calibration(metrics), correlation=_correlation(inp), probability_map=_probability_map(prob_map),
         projector_files=(PROJECTOR_TENSORS, PROJECTOR_METADATA, PROJECTOR_CONFIG), projector_dir=PROJECTOR_DIR,
         explanations=[_explanation(ex) for ex in explanations], label_errors=_label_error_rows(label_errors),

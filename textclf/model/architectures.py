@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
 
 
-DEFAULT_ARCHITECTURE = "nb_tfidf"
+DEFAULT_ARCHITECTURE = "hashed_linear"
+
+# Architectures fitted by a convex solver with model selection on validation (textclf.model.selection),
+# not by the Keras fit loop.
+SELECTED_ARCHITECTURES = ("hashed_linear",)
 
 # The default model adds a character n-gram branch when training texts are this short on average.
 CHAR_BRANCH_MAX_MEAN_CHARS = 600
@@ -258,11 +262,32 @@ def build_nb_tfidf(params: ModelParams, texts: np.ndarray, labels: np.ndarray, n
     return model
 
 
+def build_hashed_linear(params: ModelParams, texts: np.ndarray, labels: np.ndarray,
+                        num_classes: int) -> keras.Model:
+    """The linear reference's configuration alone (no selection): hashed word 1-2 grams + LinearSVC(C=0.5).
+
+    Training goes through ``textclf.model.selection.select`` instead (train.fit does), which fits this
+    and the other candidates and keeps the validation winner; this builder is the no-validation fallback.
+    """
+    import numpy as np
+
+    from textclf.model.selection import SelectionSettings, default_candidates, select
+
+    classes = tuple(str(i) for i in range(num_classes))
+    y = np.array([str(int(v)) for v in labels], dtype=object)
+    empty = np.zeros(0, dtype=object)
+    return select(np.asarray(texts, dtype=object), y, empty, empty, classes,
+                  SelectionSettings(cv_below=0, seed=params.seed), candidates=default_candidates()[:1]).model
+
+
 def architectures() -> dict[str, ArchSpec]:
     """Every architecture by name, the default first."""
     specs = [
+        ArchSpec("hashed_linear", "linear model on exact-key hashed word n-grams (+ subwords), solver-fitted, "
+                 "configuration chosen on validation against the linear reference", "project default",
+                 build_hashed_linear, {}),
         ArchSpec("nb_tfidf", "NB-weighted linear model on word 1-3 gram TF-IDF (+ char 3-5 grams for short texts)",
-                 "project default", build_nb_tfidf,
+                 "previous default", build_nb_tfidf,
                  {"ngrams": 3, "max_tokens": 1_000_000, "learning_rate": 0.02, "batch_size": 256}),
         ArchSpec("bow_mlp", "binary bag of 3,000 words, MLP 512-256", "seed 002", build_bow_mlp,
                  {"max_tokens": 3_000, "units": 512, "dropout": 0.5, "batch_size": 32}),

@@ -110,6 +110,7 @@ def load_model(lake: Lake, version: str) -> LoadedModel:
     """Load a registered model: checksum first, then Keras with ``safe_mode=True``, then shape checks."""
     import keras
 
+    import textclf.model.hashed  # noqa: F401 - registers the default model's layer
     import textclf.model.layers  # noqa: F401 - registers the project's own layers; nothing else may deserialize
 
     key = version_key(version)

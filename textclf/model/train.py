@@ -1,8 +1,10 @@
 """Training: labeled partitions in, a registered model version out.
 
-Training streams shuffled batches through ``tf.data``, weights classes against imbalance, stops
-early on the validation split with the best epoch restored, and retries with another seed when
-a run collapses to one class."""
+The default (``hashed_linear``) is fitted by convex solvers: its candidate configurations are fitted
+within a work budget and the validation winner is kept (textclf.model.selection); every candidate's
+validation score goes into ``training.json``. The other architectures stream shuffled batches through
+``tf.data``, weight classes against imbalance, stop early on the validation split with the best epoch
+restored, and retry with another seed when a run collapses to one class."""
 
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ class FitResult:
     attempts: list[dict[str, Any]]
     seconds: float
     devices: dict[str, Any]
+    candidates: list[dict[str, Any]] | None = None  # model selection: every candidate's validation evidence
+    selection: dict[str, Any] | None = None  # model selection: the chosen candidate, temperature, budget
 
 
 def _devices(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
@@ -100,6 +104,48 @@ def collapse_reason(y_true: np.ndarray, probs: np.ndarray) -> str | None:
     return None
 
 
+def _cpu_devices() -> dict[str, Any]:
+    """What a solver-fitted model trained on: the CPU, whatever GPUs TensorFlow sees (logged once)."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        log.info("%d GPU(s) visible, unused: the default model's solver trains on the CPU", len(gpus))
+    else:
+        log.info("no GPU visible to TensorFlow %s (built with CUDA: %s): training on the CPU", tf.__version__,
+                 tf.test.is_built_with_cuda())
+    return {"gpus": len(gpus), "replicas": 1, "mixed_precision": False, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "solver": "scikit-learn LinearSVC (liblinear), CPU"}
+
+
+def fit_selected(splits: Splits, config: TrainConfig, progress: Progress | None = None) -> FitResult:
+    """Fit the default's candidates with a convex solver and keep the validation winner (no Keras fit loop)."""
+    from textclf.model.architectures import resolve_params
+    from textclf.model.selection import SelectionSettings, select
+
+    progress = progress or NoProgress()
+    params = resolve_params(config)
+    devices = _cpu_devices()
+    settings = SelectionSettings(budget_s=config.selection_budget_s, max_model_mb=config.max_model_mb,
+                                 seed=config.seed)
+    progress.start(1, "fitting candidates", unit="selection")
+    started = time.perf_counter()
+    result = select(splits.train.texts, splits.train.labels, splits.validation.texts, splits.validation.labels,
+                    splits.classes, settings)
+    progress.update(1)
+    progress.close()
+    log.info("model selection chose %s of %d candidates in %.1fs (temperature %.3f)", result.chosen,
+             len(result.candidates), result.seconds, result.temperature)
+    y_val = label_indices(splits.classes, splits.validation.labels)
+    reason = collapse_reason(y_val, predict_texts(result.model, splits.validation.texts))
+    attempts = [{"attempt": 1, "seed": config.seed, "learning_rate": None, "epochs_run": 0, "collapsed": reason}]
+    if reason is not None:
+        raise ModelError(f"training {config.model} collapsed ({reason}); the data may not carry the labels")
+    return FitResult(result.model, params, {}, attempts, time.perf_counter() - started, devices,
+                     candidates=[c.record() for c in result.candidates], selection=result.record())
+
+
 def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
         log_dir: str | None = None) -> FitResult:
     """Train the configured architecture; early stopping restores the best epoch."""
@@ -107,8 +153,10 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
     import numpy as np
     from sklearn.utils.class_weight import compute_class_weight
 
-    from textclf.model.architectures import build_model, resolve_params
+    from textclf.model.architectures import SELECTED_ARCHITECTURES, build_model, resolve_params
 
+    if config.model in SELECTED_ARCHITECTURES:
+        return fit_selected(splits, config, progress)
     progress = progress or NoProgress()
     base = resolve_params(config)
     y_train = label_indices(splits.classes, splits.train.labels)
@@ -222,8 +270,12 @@ def train(lake: Lake, config: TrainConfig, progress: Progress | None = None) -> 
                    "test_percent": config.test_percent, "validation_percent": config.validation_percent,
                    "profile": training_profile(result.model, splits)}
         run_config = {**config.as_record(), "resolved": params_dict(result.params)}
-        training = {"history": result.history, "attempts": result.attempts, "seconds": round(result.seconds, 2),
-                    "devices": result.devices, "trained_at": utc_now_iso()}
+        training: dict[str, Any] = {"history": result.history, "attempts": result.attempts,
+                                    "seconds": round(result.seconds, 2), "devices": result.devices,
+                                    "trained_at": utc_now_iso(), "model_bytes": os.path.getsize(model_path)}
+        if result.candidates is not None:
+            training["candidates"] = result.candidates
+            training["selection"] = result.selection
         files = {"config.json": json_bytes(run_config), "lineage.json": json_bytes(lineage),
                  "training.json": json_bytes(training)}
         uri = write_version(lake, version, model_path, files, os.path.join(tmp, "tensorboard"),

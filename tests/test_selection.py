@@ -1,0 +1,58 @@
+"""Model selection of the default (pure parts): the anchor rule, deterministic ties, the work budget's cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textclf.model.selection import Candidate, FeatureSpec, beats, choose, default_candidates, fit_cost
+
+pytestmark = pytest.mark.unit
+
+
+def correct(n: int, wrong: list[int]) -> np.ndarray:
+    out = np.ones(n, bool)
+    out[wrong] = False
+    return out
+
+
+def test_the_anchor_is_the_linear_reference_configuration() -> None:
+    anchor = default_candidates()[0]
+    assert anchor == Candidate(FeatureSpec("words", 2, False, min_df=2, max_features=500_000), "svm", 0.5)
+    names = [c.name for c in default_candidates()]
+    assert len(names) == len(set(names))
+
+
+def test_a_challenger_must_beat_the_anchor_by_one_standard_error() -> None:
+    anchor = correct(200, list(range(20)))
+    slightly = correct(200, list(range(19)))  # one more right: within noise
+    clearly = correct(200, list(range(5)))
+    assert not beats(slightly, anchor, 1.0) and beats(clearly, anchor, 1.0)
+    assert choose(["anchor", "slightly"], {"anchor": anchor, "slightly": slightly}, 1.0) == "anchor"
+    assert choose(["anchor", "slightly", "clearly"],
+                  {"anchor": anchor, "slightly": slightly, "clearly": clearly}, 1.0) == "clearly"
+    assert not beats(anchor, anchor, 0.0)  # identical evidence never replaces the anchor
+
+
+def test_ties_keep_the_earlier_candidate() -> None:
+    anchor = correct(300, list(range(60)))
+    better = correct(300, list(range(10)))
+    evidence = {"a": anchor, "b": better, "c": better.copy(), "d": better.copy()}
+    for _ in range(3):
+        assert choose(["a", "b", "c", "d"], evidence, 1.0) == "b"
+        assert choose(["a", "d", "c", "b"], evidence, 1.0) == "d"
+
+
+def test_skipped_candidates_are_never_chosen() -> None:
+    anchor = correct(100, list(range(30)))
+    assert choose(["a", "skipped"], {"a": anchor}, 1.0) == "a"
+    assert choose(["a", "empty"], {"a": anchor, "empty": np.zeros(0, bool)}, 1.0) == "a"
+
+
+def test_work_estimate_depends_on_the_data_only() -> None:
+    svm = Candidate(FeatureSpec(), "svm", 0.5)
+    nb = Candidate(FeatureSpec(), "nbsvm", 0.5)
+    assert fit_cost(svm, 1000, 2, 0) == 1000.0  # binary: one problem, one fit
+    assert fit_cost(svm, 1000, 20, 0) == 20 * 1000.0
+    assert fit_cost(svm, 1000, 20, 5) == pytest.approx(20 * 1000.0 * 5.0)  # + 5 folds at 0.8 each
+    assert fit_cost(nb, 1000, 2, 0) == pytest.approx(1800.0)
