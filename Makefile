@@ -19,8 +19,9 @@ help:
 	@echo "make test-docker-gpu  the same with the CUDA image on the gpu worker (in make test-slow)"
 	@echo "make lint        ruff and mypy"
 	@echo "make bench-ingest  ingest throughput of a generated 2 GB CSV vs plain pyarrow"
-	@echo "make bench-models  accuracy of the default model vs TF-IDF + linear SVM on ../shared/datasets"
-	@echo "make bench-score   scoring throughput and memory: pipeline vs bare predict vs seed-style path"
+	@echo "make bench-models  default model vs the linear reference per stress variant of ../shared/datasets"
+	@echo "make bench-score   scoring speed and peak RSS: default vs the scikit-learn stream (short, long texts),"
+	@echo "                   then pipeline vs bare predict vs seed-style path"
 	@echo "make soak        10 dates of 1M documents ingested and scored through the CLI; memory per date"
 	@echo "make clean       remove the demo lake and build outputs"
 
@@ -68,9 +69,10 @@ bench-ingest: $(STAMP)
 	$(BIN)/python scripts/bench_ingest.py
 
 bench-models: $(STAMP)
-	$(BIN)/python scripts/bench_models.py --seed-archs ag_news_7600
+	$(BIN)/python scripts/bench_models.py --json build/bench_models.json
 
 bench-score: $(STAMP)
+	$(BIN)/python scripts/bench_score.py --vs-sklearn short long --json build/bench_score_vs_sklearn.json
 	$(BIN)/python scripts/bench_score.py --docs 1000000 5000000
 
 soak: $(STAMP)

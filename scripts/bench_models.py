@@ -1,11 +1,19 @@
-"""Accuracy benchmark: textclf architectures against a TF-IDF + linear SVM baseline, same split, same run.
+"""Accuracy benchmark: the default model against the linear reference, per dataset and stress variant, same split.
 
-Reads the public datasets in ../shared/datasets (or --datasets-dir), normalises texts exactly as
-ingestion does, trains through the same ``fit`` the pipeline uses, and prints one table row per
-(dataset, model) with test accuracy, macro-F1, training time and the difference to the baseline.
+Builds the stress variants of ../shared/datasets once (scripts/stress_variants.py: the public datasets, a
+22-class merge, the same with e-mail/forum noise, small-data subsamples, 1:20 imbalance), normalises texts
+exactly as ingestion does, and for each variant, in the same run and on the same split:
 
-    .venv/bin/python scripts/bench_models.py                       # default model on all datasets
-    .venv/bin/python scripts/bench_models.py --seed-archs ag_news_7600   # plus every seed architecture there
+- the linear reference (textclf.evaluate.reference: TF-IDF word 1-2 grams, min_df 2, sublinear tf, 500k
+  features + LinearSVC C=0.5), fitted on the training split as the evaluation report fits it;
+- each model (default: the default architecture), trained through the pipeline's ``fit`` on the same
+  training split with the same validation split,
+
+then prints one row per (variant, model): test accuracy, macro-F1, training seconds, model file size, the
+chosen candidate and the difference to the reference.
+
+    .venv/bin/python scripts/bench_models.py                                   # every variant
+    .venv/bin/python scripts/bench_models.py --variants ag mail22 --models hashed_linear nb_tfidf
 """
 
 from __future__ import annotations
@@ -14,46 +22,39 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+import stress_variants  # noqa: E402
 
 from textclf.config import TrainConfig  # noqa: E402
 from textclf.errors import ModelError  # noqa: E402
 from textclf.ingest.normalize import normalize_text  # noqa: E402
 from textclf.model.architectures import DEFAULT_ARCHITECTURE, architectures  # noqa: E402
-from textclf.model.data import LabeledData, Splits, assign_splits  # noqa: E402
+from textclf.model.data import LabeledData, Splits  # noqa: E402
 from textclf.model.predict import predict_texts  # noqa: E402
-from textclf.model.train import fit  # noqa: E402
+from textclf.model.train import fit, save_model  # noqa: E402
 
-DATASETS = ("imdb_reviews", "stackoverflow_16k", "ag_news_7600")
-TARGETS = {"imdb_reviews": 0.915, "stackoverflow_16k": 0.900, "ag_news_7600": 0.890}
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def load_dataset(root: Path, name: str) -> tuple[LabeledData, LabeledData]:
-    """(train, test) as the reference figures split them: official splits, AG News stratified 80/20 seed 0."""
-    import pyarrow as pa
-
-    files = sorted((root / name).glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f, columns=["id", "text", "label", "split"]) for f in files])
+def load_variant(folder: Path, name: str) -> Splits:
+    """Train / validation / test of one stress variant (validation already carved by the project's id rule)."""
+    table = pq.read_table(folder / f"{name}.parquet")
     texts = np.array(normalize_text(table.column("text").combine_chunks()).to_pylist(), dtype=object)
-    ids = np.array([str(i) for i in table.column("id").to_pylist()], dtype=object)
+    ids = np.array(table.column("id").to_pylist(), dtype=object)
     labels = np.array(table.column("label").to_pylist(), dtype=object)
-    if name == "ag_news_7600":
-        from sklearn.model_selection import train_test_split
-
-        train_idx, test_idx = train_test_split(np.arange(len(ids)), test_size=0.2, stratify=labels, random_state=0)
-    else:
-        split = np.array(table.column("split").to_pylist())
-        train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-    lineage = {"dataset": name}
-    return (LabeledData(ids[train_idx], texts[train_idx], labels[train_idx], lineage),
-            LabeledData(ids[test_idx], texts[test_idx], labels[test_idx], lineage))
+    split = np.array(table.column("split").to_pylist(), dtype=object)
+    data = LabeledData(ids, texts, labels, {"dataset": name})
+    train = split == "train"
+    classes = tuple(sorted(set(labels[split != "test"].tolist())))
+    return Splits(data.subset(train), data.subset(split == "validation"), data.subset(split == "test"), classes)
 
 
 def scores(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -62,74 +63,81 @@ def scores(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     return float(accuracy_score(labels, predicted)), float(f1_score(labels, predicted, average="macro"))
 
 
-def baseline(train: LabeledData, test: LabeledData) -> dict[str, float]:
-    """TF-IDF word 1-2 grams (min_df 2, sublinear tf) + LinearSVC, as DATASETS.md measured it."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
+def reference(splits: Splits) -> dict[str, Any]:
+    """The linear reference on the training split, scored on the test split (as the evaluation report does)."""
+    import joblib
+
+    from textclf.evaluate.reference import reference_pipeline
 
     started = time.perf_counter()
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    clf = LinearSVC().fit(vectorizer.fit_transform(train.texts), train.labels)
+    pipeline = reference_pipeline().fit(splits.train.texts.astype(str), splits.train.labels.astype(str))
     seconds = time.perf_counter() - started
-    accuracy, macro_f1 = scores(test.labels, clf.predict(vectorizer.transform(test.texts)))
-    return {"accuracy": accuracy, "macro_f1": macro_f1, "seconds": seconds}
+    accuracy, macro_f1 = scores(splits.test.labels.astype(str), pipeline.predict(splits.test.texts.astype(str)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.joblib"
+        joblib.dump(pipeline, path)
+        size = path.stat().st_size
+    return {"accuracy": accuracy, "macro_f1": macro_f1, "seconds": seconds, "model_mb": size / 2**20}
 
 
-def run_model(train: LabeledData, test: LabeledData, config: TrainConfig) -> dict[str, float]:
-    """Train through the pipeline's ``fit`` (validation carved from the train split by id hash)."""
-    is_val = assign_splits(train.doc_ids.tolist(), 0, config.validation_percent) == "validation"
-    classes = tuple(sorted(set(train.labels.tolist())))
-    splits = Splits(train.subset(~is_val), train.subset(is_val), test, classes)
+def run_model(splits: Splits, config: TrainConfig) -> dict[str, Any]:
+    """Train through the pipeline's ``fit``; test scores, training seconds, .keras size, scoring speed."""
     started = time.perf_counter()
     result = fit(splits, config)
     seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        save_model(result.model, str(path), splits.validation.texts.astype(str).tolist())
+        size = path.stat().st_size
     started = time.perf_counter()
-    probs = predict_texts(result.model, test.texts)
+    probs = predict_texts(result.model, splits.test.texts, batch_size=4096)
     predict_seconds = time.perf_counter() - started
-    accuracy, macro_f1 = scores(test.labels, np.array(classes)[probs.argmax(axis=1)])
-    return {"accuracy": accuracy, "macro_f1": macro_f1, "seconds": seconds,
-            "epochs": len(result.history.get("loss", [])), "docs_per_s": len(test) / max(predict_seconds, 1e-9),
-            "attempts": len(result.attempts)}
+    accuracy, macro_f1 = scores(splits.test.labels, np.array(splits.classes)[probs.argmax(axis=1)])
+    selection = result.selection or {}
+    return {"accuracy": accuracy, "macro_f1": macro_f1, "seconds": seconds, "model_mb": size / 2**20,
+            "chosen": selection.get("chosen", ""), "epochs": len(result.history.get("loss", [])),
+            "docs_per_s": len(splits.test) / max(predict_seconds, 1e-9), "candidates": result.candidates}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets-dir", type=Path, default=DEFAULT_DIR)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--work", type=Path, default=Path("build/stress"), help="where the variants are built")
+    parser.add_argument("--variants", nargs="+", default=list(stress_variants.VARIANTS),
+                        choices=stress_variants.VARIANTS)
     parser.add_argument("--models", nargs="+", default=[DEFAULT_ARCHITECTURE], choices=list(architectures()))
-    parser.add_argument("--seed-archs", nargs="*", default=[], choices=DATASETS, metavar="DATASET",
-                        help="also train every architecture on these datasets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
-    if not args.datasets_dir.is_dir():
-        print(f"no datasets at {args.datasets_dir}; pass --datasets-dir", file=sys.stderr)
-        return 2
+    if not all((args.work / f"{v}.parquet").exists() for v in args.variants):
+        if not args.datasets_dir.is_dir():
+            print(f"no datasets at {args.datasets_dir}; pass --datasets-dir", file=sys.stderr)
+            return 2
+        stress_variants.build(args.datasets_dir, args.work)
     rows = []
-    header = (f"{'dataset':<18} {'model':<18} {'accuracy':>8} {'macro-F1':>8} {'train s':>8} {'epochs':>6} "
-              f"{'docs/s':>8} {'SVM acc':>8} {'diff':>7} {'target':>7}")
-    print(header)
-    for name in args.datasets:
-        train, test = load_dataset(args.datasets_dir, name)
-        base = baseline(train, test)
-        models = list(architectures()) if name in args.seed_archs else args.models
-        for model in models:
+    print(f"{'variant':<13} {'train':>6} {'model':<14} {'accuracy':>8} {'macro-F1':>8} {'train s':>8} {'MB':>6} "
+          f"{'docs/s':>7} {'ref acc':>8} {'ref s':>6} {'diff':>7}  chosen")
+    for name in args.variants:
+        splits = load_variant(args.work, name)
+        base = reference(splits)
+        for model in args.models:
             config = TrainConfig(model=model, seed=args.seed).with_overrides(args.settings)
             try:
-                row = {"dataset": name, "model": model, **run_model(train, test, config), "baseline": base}
+                row = {"variant": name, "model": model, "train_rows": len(splits.train),
+                       "validation_rows": len(splits.validation), "test_rows": len(splits.test),
+                       **run_model(splits, config), "reference": base}
             except ModelError as exc:  # a collapsed recipe is a result too
-                print(f"{name:<18} {model:<18} failed: {exc}", flush=True)
-                rows.append({"dataset": name, "model": model, "error": str(exc)})
+                print(f"{name:<13} {model:<14} failed: {exc}", flush=True)
+                rows.append({"variant": name, "model": model, "error": str(exc)})
                 continue
             rows.append(row)
-            target = TARGETS[name] if model == DEFAULT_ARCHITECTURE else None
-            met = "" if target is None else ("met" if row["accuracy"] >= target else "MISSED")
-            print(f"{name:<18} {model:<18} {row['accuracy']:>8.2%} {row['macro_f1']:>8.4f} {row['seconds']:>8.1f} "
-                  f"{row['epochs']:>6} {row['docs_per_s']:>8.0f} {base['accuracy']:>8.2%} "
-                  f"{(row['accuracy'] - base['accuracy']) * 100:>+6.2f}p {met:>7}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+            print(f"{name:<13} {len(splits.train):>6} {model:<14} {row['accuracy']:>8.2%} {row['macro_f1']:>8.4f} "
+                  f"{row['seconds']:>8.1f} {row['model_mb']:>6.1f} {row['docs_per_s']:>7.0f} "
+                  f"{base['accuracy']:>8.2%} {base['seconds']:>6.1f} "
+                  f"{(row['accuracy'] - base['accuracy']) * 100:>+6.2f}p  {row['chosen']}", flush=True)
+            if args.json:  # after every row: a long run that is stopped keeps what it measured
+                args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 

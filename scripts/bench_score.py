@@ -7,7 +7,16 @@ separate processes (each reports its own peak RSS):
 - seed-style (seed 003): Python tokenizer, padding to 50 tokens, ``predict`` on int arrays, with
   the ``lstm`` architecture, next to the pipeline scoring with that same model.
 
+``--vs-sklearn short long`` instead measures the default model against the scikit-learn stream (the
+linear reference pipeline, joblib-loaded, ``transform`` + ``decision_function``) on the same Parquet
+stream, batch by batch (``--batch-rows``, the scoring default 4,096), top-3 written as zstd Parquet,
+each in its own process (whole process: imports, model load, stream, write; own peak RSS):
+- short: trained on 6,000 demo-corpus documents, scoring N unlabeled demo documents;
+- long: trained on the mail22 stress variant (forum posts with headers, quotes, signatures; built from
+  ../shared/datasets by scripts/stress_variants.py), scoring its test split repeated to N documents.
+
     .venv/bin/python scripts/bench_score.py --docs 1000000 5000000
+    .venv/bin/python scripts/bench_score.py --vs-sklearn short long --short-docs 200000 --long-docs 20000
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from peak_rss import own_peak_rss_mb, run_child
 
@@ -27,6 +37,7 @@ from textclf.evaluate.stage import evaluate
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LABELED_DATE = "2026-01-01"
+DEFAULT = "hashed_linear"
 
 
 def date_for(n: int) -> str:
@@ -49,14 +60,14 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
 
     store = Lake(str(lake))
     versions = {v.split("-")[1]: v for v in list_versions(store) if v.count("-") >= 2}
-    if not {"nb_tfidf", "lstm"} <= set(versions):
+    if not {DEFAULT, "lstm"} <= set(versions):
         labeled = work / "labeled.csv"
         write_corpus(CorpusSpec(rows=6000, seed=0), labeled)
         ingest(Lake(str(lake)), IngestConfig(kind="labeled", date=LABELED_DATE, sources=(str(labeled),)))
-        for model in ("nb_tfidf", "lstm"):
+        for model in (DEFAULT, "lstm"):
             versions[model] = train(Lake(str(lake)), TrainConfig(model=model)).version
             evaluate(Lake(str(lake)), EvaluateConfig(model_version=versions[model], explain_count=2))
-        promote(Lake(str(lake)), PromoteConfig(model_version=versions["nb_tfidf"], force=True))
+        promote(Lake(str(lake)), PromoteConfig(model_version=versions[DEFAULT], force=True))
     for n in docs:
         date = date_for(n)
         if store.read_manifest(f"datasets/unlabeled/ingest_date={date}") is None:
@@ -64,7 +75,7 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
             write_corpus(CorpusSpec(rows=n, labeled=False, seed=7, label_noise=0.0, id_prefix="u"), source)
             ingest(Lake(str(lake)), IngestConfig(kind="unlabeled", date=date, sources=(str(source),)))
             source.unlink()
-    return {"nb_tfidf": versions["nb_tfidf"], "lstm": versions["lstm"]}
+    return {DEFAULT: versions[DEFAULT], "lstm": versions["lstm"]}
 
 
 def read_texts(lake: str, date: str) -> list[str]:
@@ -128,8 +139,180 @@ def measure(mode: str, lake: Path, date: str, version: str, batch_rows: int) -> 
                                 "--batch-rows", str(batch_rows)], mode)
 
 
+def _write_stream(batches: Any, predict: Any, classes: list[str], out_path: str) -> int:
+    """pyarrow batches in -> probabilities -> top-3 -> zstd Parquet out (the scoring loop, minus the lake)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = np.array(classes, dtype=object)
+    schema = pa.schema([("doc_id", pa.string()), ("predicted_label", pa.string()), ("confidence", pa.float32()),
+                        ("top_labels", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32()))])
+    writer = pq.ParquetWriter(out_path, schema, compression="zstd")
+    n = 0
+    for batch in batches:
+        probs = predict(batch.column("text").to_pylist())
+        k = min(3, probs.shape[1])
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        tp = np.take_along_axis(probs, top, axis=1).astype(np.float32)
+        m = len(probs)
+        offsets = pa.array(np.arange(0, (m + 1) * k, k, dtype=np.int32))
+        writer.write_batch(pa.RecordBatch.from_arrays([
+            batch.column("id"), pa.array(names[top[:, 0]], pa.string()), pa.array(tp[:, 0], pa.float32()),
+            pa.ListArray.from_arrays(offsets, pa.array(names[top.ravel()], pa.string())),
+            pa.ListArray.from_arrays(offsets, pa.array(tp.ravel(), pa.float32()))], schema=schema))
+        n += m
+    writer.close()
+    return n
+
+
+def stream_child(mode: str, model_path: str, docs_path: str, batch_rows: int) -> dict:
+    """One whole scoring process (imports, model load, stream, write); reports its own peak RSS."""
+    started = time.perf_counter()
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    if mode == "sklearn":
+        import joblib
+
+        pipeline, classes = joblib.load(model_path)
+
+        def predict(texts: list[str]) -> Any:
+            from textclf.evaluate.reference import decision_probabilities
+
+            return decision_probabilities(pipeline.decision_function(texts))
+    else:
+        import keras
+        import tensorflow as tf
+
+        import textclf.model.hashed  # noqa: F401 - registers the default's layer
+        import textclf.model.layers  # noqa: F401
+
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+        classes = json.loads(Path(model_path + ".classes.json").read_text())
+
+        def predict(texts: list[str]) -> Any:
+            return np.asarray(model.predict_on_batch(tf.constant(texts)), dtype=np.float32)
+    loaded = time.perf_counter()
+    out_path = f"/tmp/bench-score-{mode}-{os.getpid()}.parquet"
+    batches = pq.ParquetFile(docs_path).iter_batches(batch_size=batch_rows, columns=["id", "text"])
+    n = _write_stream(batches, predict, list(classes), out_path)
+    done = time.perf_counter()
+    os.unlink(out_path)
+    return {"mode": mode, "docs": n, "seconds": done - started, "load_seconds": loaded - started,
+            "docs_per_s": n / (done - started), "peak_rss_mb": own_peak_rss_mb(), "load_avg": os.getloadavg()[0]}
+
+
+def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path) -> dict[str, Any]:
+    """Train the default and the reference on one training set; write N documents to score (cached in work)."""
+    import joblib
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from textclf.config import TrainConfig
+    from textclf.demo.corpus import CorpusSpec, generate_rows
+    from textclf.evaluate.reference import reference_pipeline
+    from textclf.ingest.normalize import normalize_text
+    from textclf.model.data import LabeledData, Splits, assign_splits
+    from textclf.model.train import fit, save_model
+
+    folder = work / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = folder / f"docs-{n_docs}.parquet"
+    paths = {"docs": docs, "sklearn": folder / "sklearn.joblib", "default": folder / "default.keras"}
+    if kind == "short":
+        rows = [r for c in generate_rows(CorpusSpec(rows=6000, seed=0)) for r in c]
+        texts = np.array(normalize_text(pa.array([r["text"] for r in rows], pa.string())).to_pylist(), dtype=object)
+        labels = np.array([r["label"] for r in rows], dtype=object)
+        ids = np.array([r["id"] for r in rows], dtype=object)
+        is_val = assign_splits(ids.tolist(), 0, 10) == "validation"
+        if not docs.exists():
+            score_rows = [r for c in generate_rows(CorpusSpec(rows=n_docs, labeled=False, seed=7, label_noise=0.0,
+                                                             id_prefix="u")) for r in c]
+            t = normalize_text(pa.array([r["text"] for r in score_rows], pa.string()))
+            pq.write_table(pa.table({"id": [str(r["id"]) for r in score_rows], "text": t}), docs, compression="zstd")
+    else:  # long: the 20news stand-in, its test split repeated to n_docs
+        import stress_variants
+
+        source = work / "stress" / "mail22.parquet"
+        if not source.exists():
+            stress_variants.build(datasets, work / "stress")
+        table = pq.read_table(source)
+        split = np.array(table.column("split").to_pylist(), dtype=object)
+        raw = np.array(normalize_text(table.column("text").combine_chunks()).to_pylist(), dtype=object)
+        keep = split != "test"
+        texts, labels = raw[keep], np.array(table.column("label").to_pylist(), dtype=object)[keep]
+        ids = np.array(table.column("id").to_pylist(), dtype=object)[keep]
+        is_val = split[keep] == "validation"
+        if not docs.exists():
+            test = raw[~keep]
+            tiled = np.tile(test, int(np.ceil(n_docs / len(test))))[:n_docs]
+            pq.write_table(pa.table({"id": [f"t{i}" for i in range(len(tiled))], "text": tiled.tolist()}), docs,
+                           compression="zstd")
+    classes = tuple(sorted(set(labels.tolist())))
+    info: dict[str, Any] = {}
+    if not paths["default"].exists() or not paths["sklearn"].exists():
+        data = LabeledData(ids, texts, labels, {})
+        splits = Splits(data.subset(~is_val), data.subset(is_val), data.subset(np.zeros(len(ids), bool)), classes)
+        started = time.perf_counter()
+        result = fit(splits, TrainConfig())
+        info["default_train_seconds"] = round(time.perf_counter() - started, 1)
+        info["chosen"] = (result.selection or {}).get("chosen")
+        save_model(result.model, str(paths["default"]), splits.validation.texts.astype(str).tolist())
+        Path(str(paths["default"]) + ".classes.json").write_text(json.dumps(list(classes)))
+        pipeline = reference_pipeline().fit(splits.train.texts.astype(str), splits.train.labels.astype(str))
+        joblib.dump((pipeline, [str(c) for c in pipeline.classes_]), paths["sklearn"])
+        (folder / "setup.json").write_text(json.dumps(info))
+    info = json.loads((folder / "setup.json").read_text())
+    info["model_mb"] = {m: round(paths[m].stat().st_size / 2**20, 1) for m in ("default", "sklearn")}
+    return {"paths": paths, "info": info}
+
+
+def vs_sklearn(kinds: list[str], n_docs: dict[str, int], work: Path, datasets: Path, batch_rows: int,
+               repeats: int, json_path: Path | None) -> None:
+    """The default's docs/s and peak RSS next to the scikit-learn stream, per kind of text."""
+    rows: dict[str, Any] = {}
+    print(f"{'texts':<6} {'path':<8} {'docs':>8} {'seconds':>8} {'docs/s':>8} {'peak RSS MB':>12} "
+          f"{'vs sklearn':>10} {'model MB':>9} {'load avg':>8}")
+    for kind in kinds:
+        setup_ = stream_setup(kind, work, n_docs[kind], datasets)
+        paths, info = setup_["paths"], setup_["info"]
+        results: dict[str, Any] = {}
+        for _ in range(repeats):  # alternate the two, keep each one's best: the machine is shared
+            for mode in ("sklearn", "default"):
+                r = run_child(__file__, ["--stream-child", mode, "--model", str(paths[mode]), "--docs-path",
+                                         str(paths["docs"]), "--batch-rows", str(batch_rows)], mode)
+                best = results.get(mode)
+                if best is None or r["docs_per_s"] > best["docs_per_s"]:
+                    results[mode] = {**r, "runs": [*(best or {}).get("runs", []), round(r["docs_per_s"])]}
+                else:
+                    best["runs"].append(round(r["docs_per_s"]))
+        for mode in ("sklearn", "default"):
+            r = results[mode]
+            ratio = r["docs_per_s"] / results["sklearn"]["docs_per_s"]
+            r["ratio_vs_sklearn"] = ratio
+            print(f"{kind:<6} {mode:<8} {r['docs']:>8,} {r['seconds']:>8.1f} {r['docs_per_s']:>8,.0f} "
+                  f"{r['peak_rss_mb']:>12,.0f} {ratio:>9.2f}x {info['model_mb'][mode]:>9.1f} {r['load_avg']:>8.1f}"
+                  f"  runs {r['runs']}", flush=True)
+        rows[kind] = {**results, "setup": info}
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vs-sklearn", nargs="+", choices=["short", "long"], metavar="KIND",
+                        help="measure the default against the scikit-learn stream on short and/or long texts")
+    parser.add_argument("--short-docs", type=int, default=200_000)
+    parser.add_argument("--long-docs", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--datasets-dir", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    parser.add_argument("--json", type=Path, help="also write the --vs-sklearn rows as JSON here")
+    parser.add_argument("--stream-child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--docs-path", help=argparse.SUPPRESS)
     parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--dir", type=Path, default=Path("bench-data/score"))
     parser.add_argument("--skip-seed-style", action="store_true", help="run no lstm path at all")
@@ -143,16 +326,23 @@ def main() -> None:
     parser.add_argument("--date", help=argparse.SUPPRESS)
     parser.add_argument("--version", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stream_child:
+        print(json.dumps(stream_child(args.stream_child, args.model, args.docs_path, args.batch_rows)))
+        return
+    if args.vs_sklearn:
+        vs_sklearn(args.vs_sklearn, {"short": args.short_docs, "long": args.long_docs}, args.dir / "vs-sklearn",
+                   args.datasets_dir, args.batch_rows, args.repeats, args.json)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.lake, args.date, args.version, args.batch_rows)))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     lake = (args.dir / "lake").resolve()
     versions = setup(lake, args.dir, args.docs)
-    print(f"{'docs':>10} {'model':<9} {'path':<12} {'seconds':>8} {'docs/s':>9} {'peak RSS MB':>12} {'vs bare':>8}")
+    print(f"{'docs':>10} {'model':<13} {'path':<12} {'seconds':>8} {'docs/s':>9} {'peak RSS MB':>12} {'vs bare':>8}")
     for n in args.docs:
         date = date_for(n)
-        runs = [("nb_tfidf", path) for path in args.paths]
+        runs = [(DEFAULT, path) for path in args.paths]
         if not args.skip_seed_style:
             runs += [("lstm", path) for path in args.lstm_paths]
         bare: dict[str, float] = {}
@@ -162,7 +352,7 @@ def main() -> None:
             if mode == "bare":
                 bare[model] = r["seconds"]
             ratio = f"{r['seconds'] / bare[model]:.2f}x" if model in bare else ""
-            print(f"{r['docs']:>10,} {model:<9} {mode:<12} {r['seconds']:>8.1f} {rate:>9,.0f} "
+            print(f"{r['docs']:>10,} {model:<13} {mode:<12} {r['seconds']:>8.1f} {rate:>9,.0f} "
                   f"{r['peak_rss_mb']:>12,.0f} {ratio:>8}"
                   + (f"  (report {r['report_seconds']:.1f} s)" if "report_seconds" in r else ""), flush=True)
 

@@ -89,7 +89,8 @@ def test_gate_promotes_refuses_and_forces(lake: tuple[str, str]) -> None:
     decision = promote(Lake(uri), PromoteConfig(model_version=first))
     assert decision.decision == "promoted" and decision.champion == first
     # Thirty words of vocabulary, mostly stop words: a real model, clearly worse than the champion.
-    weak = train_evaluated(Lake(uri), FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1))
+    weak = train_evaluated(Lake(uri), FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1,
+                                                          model="nb_tfidf"))
     refused = promote(Lake(uri), PromoteConfig(model_version=weak))
     assert refused.decision == "refused" and refused.champion == first
     assert any("macro-F1" in r and "<" in r for r in refused.reasons)

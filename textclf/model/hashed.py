@@ -271,7 +271,7 @@ class HashedTextLinear(keras.layers.Layer):
 def build_model(solution: dict[str, np.ndarray], config: dict[str, Any], name: str = "hashed_linear") -> keras.Model:
     """The end-to-end Keras model from a training solution (weights already scaled by 1/temperature)."""
     inputs = keras.Input(shape=(), dtype="string", name="text")
-    layer = HashedTextLinear(name=LAYER_NAME, **config)
+    layer = HashedTextLinear(name=LAYER_NAME, dtype="float32", **config)  # whatever the global policy
     probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(layer(inputs))
     model = keras.Model(inputs, probs, name=name)
     for w in layer.weights:
