@@ -56,3 +56,12 @@ def test_work_estimate_depends_on_the_data_only() -> None:
     assert fit_cost(svm, 1000, 20, 0) == 20 * 1000.0
     assert fit_cost(svm, 1000, 20, 5) == pytest.approx(20 * 1000.0 * 5.0)  # + 5 folds at 0.8 each
     assert fit_cost(nb, 1000, 2, 0) == pytest.approx(1800.0)
+
+
+def test_default_budget_scales_with_the_training_split() -> None:
+    from textclf.model.selection import SelectionSettings, auto_budget_s
+
+    assert auto_budget_s(100) == 60.0 and auto_budget_s(10_160) == pytest.approx(203.2)
+    assert auto_budget_s(22_499) == pytest.approx(449.98) and auto_budget_s(10**6) == 540.0
+    assert SelectionSettings().resolved(10_000).budget_s == 200.0
+    assert SelectionSettings(budget_s=30.0).resolved(10_000).budget_s == 30.0

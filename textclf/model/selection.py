@@ -36,8 +36,17 @@ log = logging.getLogger(__name__)
 
 BATCH = 2048
 SUB_MIN, SUB_MAX = 3, 5
-# liblinear on this project's 2-core workers did ~12e6 work units per CPU-second; two fits run at once.
-UNITS_PER_SECOND = 24e6
+# Work units (fit_cost) per second of training wall time on a shared 2-core worker, feature extraction
+# included: the prototype's 20-class long-mail fits ran at ~8.7e6 units per wall second with two fits at
+# once, and features took about a third of the time.
+UNITS_PER_SECOND = 5e6
+# Without an explicit budget: 20 s per 1,000 training documents, within these bounds.
+AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 60.0, 540.0
+
+
+def auto_budget_s(n_train: int) -> float:
+    """The training-time budget for n training documents (~200 s for 11k long mails, ~450 s for imdb's 22.5k)."""
+    return min(AUTO_BUDGET_MAX_S, max(AUTO_BUDGET_MIN_S, AUTO_BUDGET_PER_DOC_S * n_train))
 
 
 # ============================================================================================ features
@@ -523,7 +532,7 @@ class Selection:
 class SelectionSettings:
     """Knobs of the selection (TrainConfig's ``selection_budget_s``, ``max_model_mb``, ``cv_below``)."""
 
-    budget_s: float = 200.0
+    budget_s: float | None = None  # None: auto_budget_s(training documents)
     max_model_mb: float = 95.0
     cv_below: int = 5000
     folds: int = 5
@@ -531,8 +540,14 @@ class SelectionSettings:
     n_jobs: int = 2
     seed: int = 0
 
+    def resolved(self, n_train: int) -> SelectionSettings:
+        """These settings with the budget resolved for a training split of n documents."""
+        budget = self.budget_s if self.budget_s is not None else auto_budget_s(n_train)
+        return dataclasses.replace(self, budget_s=float(budget))
+
     @property
     def budget_units(self) -> float:
+        assert self.budget_s is not None, "resolve the budget first"
         return self.budget_s * UNITS_PER_SECOND
 
 
@@ -545,7 +560,8 @@ def select(texts: np.ndarray, labels: np.ndarray, val_texts: np.ndarray, val_lab
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
 
-    settings = settings or SelectionSettings()
+    settings = (settings or SelectionSettings()).resolved(len(labels))
+    budget_s = float(settings.budget_s or 0.0)
     candidates = list(candidates or default_candidates())
     if len({c.name for c in candidates}) != len(candidates):
         raise ValueError("candidate names must be unique")
@@ -604,14 +620,13 @@ def select(texts: np.ndarray, labels: np.ndarray, val_texts: np.ndarray, val_lab
             res.skipped = "work budget"
     log.info("features built in %.1fs; %d of %d candidates fit the work budget (%.2e of %.2e units)", features_s,
              len(planned), len(candidates), spent, settings.budget_units)
-    selection_started = clock()
 
     def evaluate(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         cand, res = candidates[i], results[i]
         t0 = clock()
         if cand.name not in planned:
             return None
-        if i > 0 and t0 - selection_started > settings.budget_s:  # safety net on a very slow machine
+        if i > 0 and t0 - started > budget_s:  # safety net on a slow machine: features included
             res.skipped = "time budget"
             return None
         _, x, xv = feats[cand.features]
