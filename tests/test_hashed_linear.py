@@ -19,7 +19,7 @@ from textclf.lake import Lake
 from textclf.lake.layout import version_key
 from textclf.model.architectures import DEFAULT_ARCHITECTURE
 from textclf.model.data import load_labeled, make_splits
-from textclf.model.predict import predict_texts
+from textclf.model.predict import model_vocabulary, predict_texts
 from textclf.model.selection import Candidate, FeatureSpec, SelectionSettings, default_candidates, select
 
 pytestmark = pytest.mark.model
@@ -54,6 +54,8 @@ def test_layer_saves_and_reloads_in_safe_mode_with_identical_predictions(corpus:
     reloaded = keras.saving.load_model(path, safe_mode=True)
     after = predict_texts(reloaded, PROBE + splits.test.texts.tolist())
     np.testing.assert_array_equal(after, before)
+    # The drift signal's vocabulary (training words) travels in the file too.
+    assert "goal" in model_vocabulary(model) and model_vocabulary(reloaded) == model_vocabulary(model)
     # Batch composition does not change a document's probabilities (chunked scoring pads with empty texts).
     one_by_one = np.vstack([predict_texts(reloaded, [t]) for t in PROBE])
     np.testing.assert_allclose(one_by_one, before[:len(PROBE)], atol=1e-6)

@@ -24,6 +24,11 @@ def word_bin_counts(words: Any) -> dict[str, int]:
 _TOKEN_RE = re.compile(r"\w+(?:'\w+)*")
 
 
+def word_tokens(text: str) -> list[str]:
+    """The lower-cased word tokens the OOV signal counts."""
+    return _TOKEN_RE.findall(text.lower())
+
+
 def oov_counts(texts: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, int]:
     """(word tokens not in the vocabulary, word tokens) over some texts; lower-cased word tokens only."""
     oov = total = 0

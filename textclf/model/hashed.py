@@ -146,7 +146,7 @@ class HashedTextLinear(keras.layers.Layer):
     def __init__(self, num_classes: int, n_word: int, tokenizer: str = "words", ngram_max: int = 2,
                  subwords: bool = False, n_tok: int = 0, n_sub: int = 0, sub_min: int = 3, sub_max: int = 5,
                  idf_unseen: float = 1.0, chunk: int = 512, parallel: int = 2, table_dtype: str = "float16",
-                 **kwargs: Any) -> None:
+                 n_vocab_bytes: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_classes, self.n_word = int(num_classes), int(n_word)
         self.tokenizer, self.ngram_max = str(tokenizer), int(ngram_max)
@@ -154,6 +154,9 @@ class HashedTextLinear(keras.layers.Layer):
         self.sub_min, self.sub_max, self.idf_unseen = int(sub_min), int(sub_max), float(idf_unseen)
         self.chunk, self.parallel = int(chunk), int(parallel)
         self.table_dtype = str(table_dtype)  # float16 halves the file and the resident size of the big tables
+        # The training split's frequent words, UTF-8, newline-separated: the scoring drift signal's vocabulary
+        # (the hashed features themselves keep no strings).
+        self.n_vocab_bytes = int(n_vocab_bytes)
         k = self.num_classes
         add = self.add_weight
         self.word_keys = add(name="word_keys", shape=(self.n_word,), dtype="int64", initializer="zeros",
@@ -173,6 +176,9 @@ class HashedTextLinear(keras.layers.Layer):
             self.sub_idf = add(name="sub_idf", shape=(self.n_sub,), initializer="zeros", trainable=False)
             self.sub_w = add(name="sub_w", shape=(self.n_sub, k), dtype=self.table_dtype, initializer="zeros",
                              trainable=False)
+        if self.n_vocab_bytes:
+            self.vocab_bytes = add(name="vocab_bytes", shape=(self.n_vocab_bytes,), dtype="uint8",
+                                   initializer="zeros", trainable=False)
         self.built = True
         self._tables: dict[str, Any] = {}
         self.build_tables(empty=True)
@@ -182,6 +188,14 @@ class HashedTextLinear(keras.layers.Layer):
         names = ["word_keys"] + (["tok_keys", "sub_keys"] if self.subwords else [])
         self._tables = {name: hash_table(tf.constant([-1], tf.int64) if empty else getattr(self, name).value)
                         for name in names}
+
+    def vocabulary_words(self) -> frozenset[str]:
+        """The training split's frequent words (empty for a model saved without them)."""
+        if not self.n_vocab_bytes:
+            return frozenset()
+        data = bytes(np.asarray(self.vocab_bytes.value if hasattr(self.vocab_bytes, "value") else self.vocab_bytes,
+                                dtype=np.uint8).tobytes())
+        return frozenset(w for w in data.decode("utf-8").split("\n") if w)
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
@@ -265,7 +279,7 @@ class HashedTextLinear(keras.layers.Layer):
                 "tokenizer": self.tokenizer, "ngram_max": self.ngram_max, "subwords": self.subwords,
                 "n_tok": self.n_tok, "n_sub": self.n_sub, "sub_min": self.sub_min, "sub_max": self.sub_max,
                 "idf_unseen": self.idf_unseen, "chunk": self.chunk, "parallel": self.parallel,
-                "table_dtype": self.table_dtype}
+                "table_dtype": self.table_dtype, "n_vocab_bytes": self.n_vocab_bytes}
 
 
 def build_model(solution: dict[str, np.ndarray], config: dict[str, Any], name: str = "hashed_linear") -> keras.Model:

@@ -33,10 +33,13 @@ def predict_texts(model: keras.Model, texts: Sequence[str] | np.ndarray, batch_s
 
 
 def model_vocabulary(model: keras.Model) -> frozenset[str]:
-    """The single-word entries of the model's word vectorizer (n-grams and special tokens left out)."""
+    """The single-word entries of the model's word vectorizer (n-grams and special tokens left out); for the
+    default (hashed) model, the training split's frequent words it stores for this purpose."""
     import keras
 
     for layer in model.layers:
+        if hasattr(layer, "vocabulary_words"):
+            return frozenset(layer.vocabulary_words())
         if isinstance(layer, keras.layers.TextVectorization) and layer.name == "vectorize":
             return frozenset(t for t in layer.get_vocabulary() if t and " " not in t and not t.startswith("["))
     return frozenset()

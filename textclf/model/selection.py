@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ SUB_MIN, SUB_MAX = 3, 5
 # included: the prototype's 20-class long-mail fits ran at ~8.7e6 units per wall second with two fits at
 # once, and features took about a third of the time.
 UNITS_PER_SECOND = 5e6
+VOCAB_WORDS = 100_000  # training words kept for the scoring report's out-of-vocabulary share
 # Without an explicit budget: 20 s per 1,000 training documents, within these bounds.
 AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 60.0, 540.0
 
@@ -668,7 +669,7 @@ def select(texts: np.ndarray, labels: np.ndarray, val_texts: np.ndarray, val_lab
     temperature = fit_temperature(dec[keep], ye[keep])
     cand = candidates[ci]
     vocab = feats[cand.features][0]
-    model = to_keras(vocab, w, b, temperature, k)
+    model = to_keras(vocab, w, b, temperature, k, vocabulary_words(texts))
     info: dict[str, Any] = {
         "anchor": candidates[0].name, "z": settings.z, "budget_s": settings.budget_s,
         "budget_units": settings.budget_units, "work_units": spent, "features_seconds": round(features_s, 1),
@@ -689,7 +690,22 @@ def select(texts: np.ndarray, labels: np.ndarray, val_texts: np.ndarray, val_lab
     return Selection(model, chosen, temperature, results, clock() - started, info)
 
 
-def to_keras(vocab: Vocab, w: np.ndarray, b: np.ndarray, temperature: float, k: int) -> keras.Model:
+def vocabulary_words(texts: Iterable[Any], min_df: int = 2, max_words: int = VOCAB_WORDS) -> bytes:
+    """The training texts' words (as the OOV drift signal tokenizes) in >= min_df documents, the most frequent
+    max_words, sorted, newline-joined UTF-8: what the model stores for the scoring report's OOV share."""
+    from collections import Counter
+
+    from textclf.textstats import word_tokens
+
+    df: Counter[str] = Counter()
+    for text in texts:
+        df.update(set(word_tokens(str(text))))
+    kept = sorted((w for w, n in df.items() if n >= min_df and "\n" not in w), key=lambda w: (-df[w], w))
+    return "\n".join(sorted(kept[:max_words])).encode("utf-8")
+
+
+def to_keras(vocab: Vocab, w: np.ndarray, b: np.ndarray, temperature: float, k: int,
+             words: bytes = b"") -> keras.Model:
     """The end-to-end Keras model holding a solution (weights scaled by 1 / temperature, float16 tables)."""
     import numpy as np
 
@@ -714,4 +730,7 @@ def to_keras(vocab: Vocab, w: np.ndarray, b: np.ndarray, temperature: float, k: 
                        "sub_max": SUB_MAX, "idf_unseen": vocab.idf_unseen})
     else:
         sol["word_w"] = (w * scale).astype(np.float16)
+    if words:
+        config["n_vocab_bytes"] = len(words)
+        sol["vocab_bytes"] = np.frombuffer(words, dtype=np.uint8)
     return build_model(sol, config)
