@@ -78,6 +78,11 @@ def _summary(inp: EvaluationInput, metrics: Mapping[str, Any]) -> dict[str, Any]
         (f"share with confidence < {LOW_CONFIDENCE}", metrics.get("low_confidence_share")),
         ("rows with labels unknown to the model", metrics.get("unknown_label_count")),
     ]
+    training = inp.training or {}
+    if training.get("model_bytes"):
+        headline.append(("model file (MB)", round(float(training["model_bytes"]) / 2**20, 1)))
+    if training.get("seconds") is not None:
+        headline.append(("training seconds", training.get("seconds")))
     n = int(metrics.get("n") or 0)
     unknown = metrics.get("unknown_labels") or {}
     return {
