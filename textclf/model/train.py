@@ -119,7 +119,24 @@ def _cpu_devices() -> dict[str, Any]:
             "keras": keras.__version__, "solver": "scikit-learn LinearSVC (liblinear), CPU"}
 
 
-def fit_selected(splits: Splits, config: TrainConfig, progress: Progress | None = None) -> FitResult:
+def _selection_logs(log_dir: str, candidates: list[dict[str, Any]]) -> None:
+    """The candidates' validation scores as TensorBoard scalars (step = candidate index), under ``selection/``."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "selection"))
+    with writer.as_default():
+        for step, c in enumerate(candidates):
+            for key in ("validation_accuracy", "validation_macro_f1", "cv_accuracy"):
+                if c.get(key) is not None:
+                    tf.summary.scalar(f"selection/{key}", c[key], step=step)
+        lines = [f"{i}: {c['name']}" + (" (selected)" if c.get("selected") else "")
+                 + (f" skipped: {c['skipped']}" if c.get("skipped") else "") for i, c in enumerate(candidates)]
+        tf.summary.text("selection/candidates", "\n".join(lines), step=0)
+    writer.close()
+
+
+def fit_selected(splits: Splits, config: TrainConfig, progress: Progress | None = None,
+                 log_dir: str | None = None) -> FitResult:
     """Fit the default's candidates with a convex solver and keep the validation winner (no Keras fit loop)."""
     from textclf.model.architectures import resolve_params
     from textclf.model.selection import SelectionSettings, select
@@ -142,8 +159,11 @@ def fit_selected(splits: Splits, config: TrainConfig, progress: Progress | None 
     attempts = [{"attempt": 1, "seed": config.seed, "learning_rate": None, "epochs_run": 0, "collapsed": reason}]
     if reason is not None:
         raise ModelError(f"training {config.model} collapsed ({reason}); the data may not carry the labels")
+    candidates = [c.record() for c in result.candidates]
+    if log_dir:
+        _selection_logs(log_dir, candidates)
     return FitResult(result.model, params, {}, attempts, time.perf_counter() - started, devices,
-                     candidates=[c.record() for c in result.candidates], selection=result.record())
+                     candidates=candidates, selection=result.record())
 
 
 def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
@@ -156,7 +176,7 @@ def fit(splits: Splits, config: TrainConfig, progress: Progress | None = None,
     from textclf.model.architectures import SELECTED_ARCHITECTURES, build_model, resolve_params
 
     if config.model in SELECTED_ARCHITECTURES:
-        return fit_selected(splits, config, progress)
+        return fit_selected(splits, config, progress, log_dir)
     progress = progress or NoProgress()
     base = resolve_params(config)
     y_train = label_indices(splits.classes, splits.train.labels)
