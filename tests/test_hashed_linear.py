@@ -78,6 +78,18 @@ def test_budget_cuts_candidates_after_the_anchor(corpus: object) -> None:
     assert [c.validation_accuracy for c in again.candidates] == [c.validation_accuracy for c in roomy.candidates]
 
 
+def test_time_budget_skips_candidates_that_would_end_late(corpus: object) -> None:
+    import itertools
+
+    splits = corpus
+    ticks = itertools.count(0.0, 1000.0)  # a machine so slow that every step takes 1,000 s
+    slow = select(splits.train.texts, splits.train.labels, splits.validation.texts, splits.validation.labels,
+                  splits.classes, SelectionSettings(budget_s=60.0, cv_below=0), candidates=SMALL_SET,
+                  clock=lambda: next(ticks))
+    assert [c.skipped for c in slow.candidates] == [None, "time budget", "time budget"]
+    assert slow.chosen == SMALL_SET[0].name  # the anchor always runs: there is always a model
+
+
 @pytest.fixture(scope="module")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     tmp = tmp_path_factory.mktemp("hashed")

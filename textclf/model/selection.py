@@ -9,7 +9,7 @@
                it by one paired standard error, so the default cannot lose to the reference on the evidence
     budget   = a deterministic work estimate per candidate (nonzeros x binary problems x fits) cut against
                ``selection_budget_s`` x UNITS_PER_SECOND, in candidate order; a wall-clock safety net skips
-               candidates not started when the budget's time has passed
+               a candidate that would, by its estimate, end after the budget's time (features included)
     calibrate= one temperature, fitted by log-loss on the evidence's decision values, folded into W and b
     model    = textclf.model.hashed.build_model: raw strings in, probabilities out, .keras, safe-mode loadable
 
@@ -40,6 +40,8 @@ SUB_MIN, SUB_MAX = 3, 5
 # included: the prototype's 20-class long-mail fits ran at ~8.7e6 units per wall second with two fits at
 # once, and features took about a third of the time.
 UNITS_PER_SECOND = 5e6
+# One fit's speed on one thread of that worker (the prototype's measured ~4.4e6): the safety net's estimate.
+UNITS_PER_THREAD_SECOND = 4e6
 VOCAB_WORDS = 100_000  # training words kept for the scoring report's out-of-vocabulary share
 # Without an explicit budget: 20 s per 1,000 training documents, within these bounds.
 AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 60.0, 540.0
@@ -627,7 +629,8 @@ def select(texts: np.ndarray, labels: np.ndarray, val_texts: np.ndarray, val_lab
         t0 = clock()
         if cand.name not in planned:
             return None
-        if i > 0 and t0 - started > budget_s:  # safety net on a slow machine: features included
+        # Safety net on a slow machine: a candidate that would end past the budget (features included) is skipped.
+        if i > 0 and t0 - started + res.work_units / UNITS_PER_THREAD_SECOND > budget_s:
             res.skipped = "time budget"
             return None
         _, x, xv = feats[cand.features]
