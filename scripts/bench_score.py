@@ -203,7 +203,7 @@ def stream_child(mode: str, model_path: str, docs_path: str, batch_rows: int) ->
             "docs_per_s": n / (done - started), "peak_rss_mb": own_peak_rss_mb(), "load_avg": os.getloadavg()[0]}
 
 
-def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path) -> dict[str, Any]:
+def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path, stress: Path) -> dict[str, Any]:
     """Train the default and the reference on one training set; write N documents to score (cached in work)."""
     import joblib
     import numpy as np
@@ -235,9 +235,9 @@ def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path) -> dict[str
     else:  # long: the 20news stand-in, its test split repeated to n_docs
         import stress_variants
 
-        source = work / "stress" / "mail22.parquet"
+        source = stress / "mail22.parquet"
         if not source.exists():
-            stress_variants.build(datasets, work / "stress")
+            stress_variants.build(datasets, stress)
         table = pq.read_table(source)
         split = np.array(table.column("split").to_pylist(), dtype=object)
         raw = np.array(normalize_text(table.column("text").combine_chunks()).to_pylist(), dtype=object)
@@ -269,14 +269,14 @@ def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path) -> dict[str
     return {"paths": paths, "info": info}
 
 
-def vs_sklearn(kinds: list[str], n_docs: dict[str, int], work: Path, datasets: Path, batch_rows: int,
-               repeats: int, json_path: Path | None) -> None:
+def vs_sklearn(kinds: list[str], n_docs: dict[str, int], work: Path, datasets: Path, stress: Path,
+               batch_rows: int, repeats: int, json_path: Path | None) -> None:
     """The default's docs/s and peak RSS next to the scikit-learn stream, per kind of text."""
     rows: dict[str, Any] = {}
     print(f"{'texts':<6} {'path':<8} {'docs':>8} {'seconds':>8} {'docs/s':>8} {'peak RSS MB':>12} "
           f"{'vs sklearn':>10} {'model MB':>9} {'load avg':>8}")
     for kind in kinds:
-        setup_ = stream_setup(kind, work, n_docs[kind], datasets)
+        setup_ = stream_setup(kind, work, n_docs[kind], datasets, stress)
         paths, info = setup_["paths"], setup_["info"]
         results: dict[str, Any] = {}
         for _ in range(repeats):  # alternate the two, keep each one's best: the machine is shared
@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--datasets-dir", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    parser.add_argument("--stress-dir", type=Path, default=Path("build/stress"),
+                        help="the stress variants (scripts/stress_variants.py; built here when missing)")
     parser.add_argument("--json", type=Path, help="also write the --vs-sklearn rows as JSON here")
     parser.add_argument("--stream-child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -331,7 +333,7 @@ def main() -> None:
         return
     if args.vs_sklearn:
         vs_sklearn(args.vs_sklearn, {"short": args.short_docs, "long": args.long_docs}, args.dir / "vs-sklearn",
-                   args.datasets_dir, args.batch_rows, args.repeats, args.json)
+                   args.datasets_dir, args.stress_dir, args.batch_rows, args.repeats, args.json)
         return
     if args.child:
         print(json.dumps(child(args.child, args.lake, args.date, args.version, args.batch_rows)))
