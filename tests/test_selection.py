@@ -61,7 +61,7 @@ def test_work_estimate_depends_on_the_data_only() -> None:
 def test_default_budget_scales_with_the_training_split() -> None:
     from textclf.model.selection import SelectionSettings, auto_budget_s
 
-    assert auto_budget_s(100) == 60.0 and auto_budget_s(10_160) == pytest.approx(203.2)
+    assert auto_budget_s(100) == 150.0 and auto_budget_s(10_160) == pytest.approx(203.2)
     assert auto_budget_s(22_499) == pytest.approx(449.98) and auto_budget_s(10**6) == 540.0
     assert SelectionSettings().resolved(10_000).budget_s == 200.0
     assert SelectionSettings(budget_s=30.0).resolved(10_000).budget_s == 30.0

@@ -155,7 +155,7 @@ class TrainConfig(StageConfig):
     epochs: int = Field(30, ge=1)  # upper bound: early stopping on the validation split ends most runs sooner
     # hashed_linear (the default): its candidates are fitted by a convex solver, chosen on validation
     # training-time budget of the candidate fits, as a deterministic work estimate (features included);
-    # None: 20 s per 1,000 training documents, between 60 s and 540 s
+    # None: 20 s per 1,000 training documents, between 150 s and 540 s
     selection_budget_s: float | None = Field(None, gt=0)
     max_model_mb: float = Field(95.0, gt=0)  # candidates whose weights would exceed this are skipped
     seed: int = 0

@@ -44,7 +44,7 @@ UNITS_PER_SECOND = 5e6
 UNITS_PER_THREAD_SECOND = 4e6
 VOCAB_WORDS = 100_000  # training words kept for the scoring report's out-of-vocabulary share
 # Without an explicit budget: 20 s per 1,000 training documents, within these bounds.
-AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 60.0, 540.0
+AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 150.0, 540.0
 
 
 def auto_budget_s(n_train: int) -> float:
