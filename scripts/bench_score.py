@@ -8,7 +8,7 @@ separate processes (each reports its own peak RSS):
   the ``lstm`` architecture, next to the pipeline scoring with that same model.
 
 ``--vs-sklearn short long`` instead measures the default model against the scikit-learn stream (the
-linear reference pipeline, joblib-loaded, ``transform`` + ``decision_function``) on the same Parquet
+linear reference pipeline, rebuilt from plain arrays, ``transform`` + ``decision_function``) on the same Parquet
 stream, batch by batch (``--batch-rows``, the scoring default 4,096), top-3 written as zstd Parquet,
 each in its own process (whole process: imports, model load, stream, write; own peak RSS):
 - short: trained on 6,000 demo-corpus documents, scoring N unlabeled demo documents;
@@ -173,23 +173,21 @@ def stream_child(mode: str, model_path: str, docs_path: str, batch_rows: int) ->
     import pyarrow.parquet as pq
 
     if mode == "sklearn":
-        import joblib
-
-        pipeline, classes = joblib.load(model_path)
+        vectorizer, clf, classes = load_reference(model_path)
 
         def predict(texts: list[str]) -> Any:
             from textclf.evaluate.reference import decision_probabilities
 
-            return decision_probabilities(pipeline.decision_function(texts))
-    else:
-        import keras
+            return decision_probabilities(clf.decision_function(vectorizer.transform(texts)))
+    else:  # as `textclf score` loads it: the registry, checksum first, safe mode
         import tensorflow as tf
 
-        import textclf.model.hashed  # noqa: F401 - registers the default's layer
-        import textclf.model.layers  # noqa: F401
+        from textclf.lake import Lake
+        from textclf.model.registry import load_model
 
-        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        classes = json.loads(Path(model_path + ".classes.json").read_text())
+        lake_uri, version = model_path.split("::")
+        loaded_model = load_model(Lake(lake_uri), version)
+        model, classes = loaded_model.model, list(loaded_model.classes)
 
         def predict(texts: list[str]) -> Any:
             return np.asarray(model.predict_on_batch(tf.constant(texts)), dtype=np.float32)
@@ -203,24 +201,55 @@ def stream_child(mode: str, model_path: str, docs_path: str, batch_rows: int) ->
             "docs_per_s": n / (done - started), "peak_rss_mb": own_peak_rss_mb(), "load_avg": os.getloadavg()[0]}
 
 
+def save_reference(pipeline: Any, path: Path) -> None:
+    """The fitted reference as plain arrays (no pickle: nothing here deserializes code)."""
+    import numpy as np
+
+    vectorizer, clf = pipeline[0], pipeline[1]
+    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+    np.savez(path, idf=vectorizer.idf_, coef=clf.coef_, intercept=clf.intercept_,
+             classes=np.array([str(c) for c in clf.classes_]), terms=np.array(terms))
+
+
+def load_reference(path: str) -> tuple[Any, Any, list[str]]:
+    """(vectorizer, classifier, classes) rebuilt from ``save_reference``'s arrays."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    data = np.load(path, allow_pickle=False)
+    terms = data["terms"].tolist()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, vocabulary={t: i for i, t in enumerate(terms)})
+    vectorizer.idf_ = data["idf"]
+    clf = LinearSVC()
+    clf.coef_, clf.intercept_ = data["coef"], data["intercept"]
+    classes = data["classes"].tolist()
+    clf.classes_ = np.array(classes)
+    return vectorizer, clf, classes
+
+
 def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path, stress: Path) -> dict[str, Any]:
     """Train the default and the reference on one training set; write N documents to score (cached in work)."""
-    import joblib
+    import tempfile
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from textclf.common import json_bytes
     from textclf.config import TrainConfig
     from textclf.demo.corpus import CorpusSpec, generate_rows
     from textclf.evaluate.reference import reference_pipeline
     from textclf.ingest.normalize import normalize_text
+    from textclf.lake import Lake
     from textclf.model.data import LabeledData, Splits, assign_splits
+    from textclf.model.registry import new_version, write_version
     from textclf.model.train import fit, save_model
 
     folder = work / kind
     folder.mkdir(parents=True, exist_ok=True)
     docs = folder / f"docs-{n_docs}.parquet"
-    paths = {"docs": docs, "sklearn": folder / "sklearn.joblib", "default": folder / "default.keras"}
+    paths = {"docs": docs, "sklearn": folder / "reference.npz", "default": folder / "default.keras"}
     if kind == "short":
         rows = [r for c in generate_rows(CorpusSpec(rows=6000, seed=0)) for r in c]
         texts = np.array(normalize_text(pa.array([r["text"] for r in rows], pa.string())).to_pylist(), dtype=object)
@@ -252,7 +281,7 @@ def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path, stress: Pat
                            compression="zstd")
     classes = tuple(sorted(set(labels.tolist())))
     info: dict[str, Any] = {}
-    if not paths["default"].exists() or not paths["sklearn"].exists():
+    if not (folder / "setup.json").exists() or not paths["sklearn"].exists():
         data = LabeledData(ids, texts, labels, {})
         splits = Splits(data.subset(~is_val), data.subset(is_val), data.subset(np.zeros(len(ids), bool)), classes)
         started = time.perf_counter()
@@ -260,9 +289,14 @@ def stream_setup(kind: str, work: Path, n_docs: int, datasets: Path, stress: Pat
         info["default_train_seconds"] = round(time.perf_counter() - started, 1)
         info["chosen"] = (result.selection or {}).get("chosen")
         save_model(result.model, str(paths["default"]), splits.validation.texts.astype(str).tolist())
-        Path(str(paths["default"]) + ".classes.json").write_text(json.dumps(list(classes)))
+        lake = Lake(str((folder / "lake").resolve()))
+        version = new_version(DEFAULT)
+        with tempfile.TemporaryDirectory() as empty:
+            write_version(lake, version, str(paths["default"]), {"config.json": json_bytes({"model": DEFAULT})},
+                          empty, classes=classes, architecture=DEFAULT)
+        info["registered"] = f"{lake.uri}::{version}"
         pipeline = reference_pipeline().fit(splits.train.texts.astype(str), splits.train.labels.astype(str))
-        joblib.dump((pipeline, [str(c) for c in pipeline.classes_]), paths["sklearn"])
+        save_reference(pipeline, paths["sklearn"])
         (folder / "setup.json").write_text(json.dumps(info))
     info = json.loads((folder / "setup.json").read_text())
     info["model_mb"] = {m: round(paths[m].stat().st_size / 2**20, 1) for m in ("default", "sklearn")}
@@ -281,7 +315,8 @@ def vs_sklearn(kinds: list[str], n_docs: dict[str, int], work: Path, datasets: P
         results: dict[str, Any] = {}
         for _ in range(repeats):  # alternate the two, keep each one's best: the machine is shared
             for mode in ("sklearn", "default"):
-                r = run_child(__file__, ["--stream-child", mode, "--model", str(paths[mode]), "--docs-path",
+                target = info["registered"] if mode == "default" else str(paths[mode])
+                r = run_child(__file__, ["--stream-child", mode, "--model", target, "--docs-path",
                                          str(paths["docs"]), "--batch-rows", str(batch_rows)], mode)
                 best = results.get(mode)
                 if best is None or r["docs_per_s"] > best["docs_per_s"]:
