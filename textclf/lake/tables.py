@@ -209,7 +209,7 @@ class Table:
         """The summary of the commit whose files the date holds in ``snapshot`` (default: the latest).
 
         None when the table or the date does not exist. The result also names the snapshot it was read from
-        (``table_version``) and the table's URI (``table``).
+        (``table_version``), the table's URI (``table``) and the summary's own key (``summary_key``).
         """
         snap = snapshot or self.snapshot()
         if snap is None or date not in snap.files:
@@ -226,21 +226,26 @@ class Table:
                     continue  # vacuumed meanwhile
                 raise
             if isinstance(summary, dict) and {f.get("path") for f in summary.get("files", [])} == paths:
-                return {**summary, "table": self.lake.uri_of(self.key), "table_version": snap.version}
+                return {**summary, "table": self.lake.uri_of(self.key), "table_version": snap.version,
+                        "summary_key": f"{folder}/{name}"}
         raise StorageError(f"{self.lake.uri_of(self.date_key(date))} holds files that no summary under "
                            f"{self.lake.uri_of(folder)} lists (written by another tool?); rerun the stage for {date}")
 
     def require_summary(self, date: str, snapshot: Snapshot | None = None) -> dict[str, Any]:
         summary = self.summary(date, snapshot)
         if summary is None:
-            raise PartitionNotFoundError(f"no {self.date_column} {date} in the table {self.lake.uri_of(self.key)}")
+            raise self._absent(date)
         return summary
+
+    def _absent(self, date: str) -> PartitionNotFoundError:
+        return PartitionNotFoundError(f"nothing committed at {self.lake.uri_of(self.date_key(date))}: the table "
+                                      f"{self.lake.uri_of(self.key)} has no {self.date_column} {date}")
 
     def file_keys(self, date: str, snapshot: Snapshot | None = None) -> list[str]:
         """Lake keys of a date's data files in a snapshot (default: the latest)."""
         snap = snapshot or self.snapshot()
         if snap is None or date not in snap.files:
-            raise PartitionNotFoundError(f"no {self.date_column} {date} in the table {self.lake.uri_of(self.key)}")
+            raise self._absent(date)
         return [self.file_key(f.path) for f in snap.date_files(date)]
 
     def iter_batches(self, date: str, columns: list[str] | None = None, batch_size: int = 65_536,
@@ -346,7 +351,9 @@ class Table:
         }
         summary.setdefault("rows", sum(f.rows or 0 for f in files))
         stamp = dt_.datetime.now(dt_.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self.lake.write_bytes(self.summary_key(date, f"{stamp}-{run}.json"), json.dumps(summary, indent=2).encode())
+        summary_key = self.summary_key(date, f"{stamp}-{run}.json")
+        self.lake.write_bytes(summary_key, json.dumps(summary, indent=2).encode())
+        where = {"table": self.lake.uri_of(self.key), "summary_key": summary_key}
         metadata = {"textclf": {self.date_column: date, "run": run, "rows": summary["rows"],
                                 **{k: summary[k] for k in ("input_rows", "quarantined_rows", "duplicates_removed",
                                                            "kind", "model_version", "ingest_run") if k in summary}}}
@@ -360,7 +367,7 @@ class Table:
             current = snap.date_files(date)
             if sorted(f.path for f in current) == paths:
                 log.info("%s already holds these files", self.lake.uri_of(self.date_key(date)))
-                return {**summary, "table": self.lake.uri_of(self.key), "table_version": snap.version}
+                return self.summary(date, snap) or {**summary, **where, "table_version": snap.version}
             now = int(time.time() * 1000)
             removes = [RemoveAction(f.path, True, now, f.bytes, {self.date_column: date}) for f in current]
             adds = [AddAction(f.path, f.bytes, {self.date_column: date}, now, True,
@@ -381,7 +388,7 @@ class Table:
             version = self._committed_version(run)
             log.info("committed %s (%d files, %d rows) as version %s of %s", self.date_key(date), len(files),
                      summary["rows"], version, self.lake.uri_of(self.key))
-            return {**summary, "table": self.lake.uri_of(self.key), "table_version": version}
+            return {**summary, **where, "table_version": version}
         raise NotCommitted(f"cannot commit {self.lake.uri_of(self.date_key(date))}: {COMMIT_ATTEMPTS} attempts "
                            "conflicted with other writers of the table; rerun")
 

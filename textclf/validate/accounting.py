@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textclf.errors import StorageError
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
 from textclf.lake.tables import quarantine_table
@@ -25,8 +26,11 @@ def check_accounting(lake: Lake, kind: str, date: str, manifest: dict[str, Any])
         found.append(f"{counts[0]} rows + {counts[1]} quarantined + {counts[2]} duplicates != {counts[3]} input rows")
     qtable = quarantine_table(lake, kind)
     qsnapshot = qtable.snapshot()
-    quarantine = qtable.summary(date, qsnapshot)
     rerun = f"rerun ingest for {kind} {date}"
+    try:
+        quarantine = qtable.summary(date, qsnapshot)
+    except StorageError as exc:  # files without a summary: not written by an ingest
+        return [*found, f"{exc}"]
     if quarantine is None:
         found.append(f"{lake.uri_of(quarantine_key(kind, date))} is not in the quarantine table; {rerun}")
     elif quarantine.get("ingest_run") != manifest.get("ingest_run"):
