@@ -350,6 +350,10 @@ class Table:
             "created_at": utc_now_iso(), **fields, "files": [f.as_dict() for f in files],
         }
         summary.setdefault("rows", sum(f.rows or 0 for f in files))
+        snap = self.snapshot()
+        if snap is not None and sorted(f.path for f in snap.date_files(date)) == paths:
+            log.info("%s already holds these files (a retried commit)", self.lake.uri_of(self.date_key(date)))
+            return self.require_summary(date, snap)
         stamp = dt_.datetime.now(dt_.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         summary_key = self.summary_key(date, f"{stamp}-{run}.json")
         self.lake.write_bytes(summary_key, json.dumps(summary, indent=2).encode())
@@ -393,15 +397,23 @@ class Table:
                            "conflicted with other writers of the table; rerun")
 
     def _committed_version(self, run: str) -> int | None:
-        """The version of the commit that carried ``run`` (searched from the newest)."""
+        """The version of the commit that carried ``run``: its log entry, searched from the newest.
+
+        Read from the log entries themselves (``_delta_log/N.json``, whose first line is the commit's info):
+        ``history()`` numbers its entries from the snapshot it loaded, which is off by one when another writer
+        commits while it lists the log.
+        """
         dt = self.delta()
         if dt is None:
             return None
-        for limit in (10, 200):
-            for entry in dt.history(limit):
-                meta = entry.get("textclf")
-                if isinstance(meta, dict) and meta.get("run") == run:
-                    return int(entry["version"])
+        for version in range(dt.version(), max(-1, dt.version() - 500), -1):
+            try:
+                first = self.lake.read_bytes(f"{self.key}/_delta_log/{version:020d}.json").split(b"\n", 1)[0]
+                info = json.loads(first).get("commitInfo", {})
+            except (StorageError, ValueError):
+                continue
+            if (info.get("textclf") or {}).get("run") == run:
+                return version
         return None
 
     # -- housekeeping -----------------------------------------------------------------------
