@@ -39,6 +39,12 @@ def duckdb_connection(table: Table) -> Any:
     return con
 
 
+def reader_options(table: Table) -> dict[str, str] | None:
+    """What a consumer passes to Polars and deltalake: the endpoint and credentials (AWS_* keys) only."""
+    options = table.storage_options()
+    return None if options is None else {k: v for k, v in options.items() if k.startswith("AWS_")}
+
+
 def engine_views(table: Table, date: str) -> dict[str, tuple[int, int]]:
     """(rows, distinct ids) of a date as DuckDB, Polars and pandas read the table's latest snapshot."""
     import polars as pl
@@ -51,9 +57,9 @@ def engine_views(table: Table, date: str) -> dict[str, tuple[int, int]]:
                            f"WHERE {table.date_column} = DATE '{date}'").fetchone()
     finally:
         con.close()
-    frame = (pl.scan_delta(table.uri, storage_options=table.storage_options())
+    frame = (pl.scan_delta(table.uri, storage_options=reader_options(table))
              .filter(pl.col(table.date_column) == day).select(_id(table)).collect())
-    df = DeltaTable(table.uri, storage_options=table.storage_options()).to_pandas(
+    df = DeltaTable(table.uri, storage_options=reader_options(table)).to_pandas(
         columns=[_id(table)], filters=[(table.date_column, "=", day)])
     assert duck is not None
     return {"duckdb": (int(duck[0]), int(duck[1])), "polars": (frame.height, frame[_id(table)].n_unique()),

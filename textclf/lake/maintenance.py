@@ -93,7 +93,7 @@ def migrate(lake: Lake, config: MigrateConfig) -> MigrateResult:
     """
     import pyarrow as pa
 
-    datasets_runs: dict[Any, dict[str, Any]] = {}  # old dataset manifest's created_at -> its summary
+    datasets_runs: dict[tuple[str, Any], dict[str, Any]] = {}  # (date, old manifest's created_at) -> summary
     out = []
     for key, column in table_areas():
         old = _old_partitions(lake, key, column)
@@ -127,7 +127,7 @@ def migrate(lake: Lake, config: MigrateConfig) -> MigrateResult:
                           if k not in ("files", "partition", "manifest_version", "rows", "created_at")}
                 if key == PREDICTIONS:
                     fields["schema_version"] = 2
-                    source = datasets_runs.get(manifest.get("source_created_at")) or {}
+                    source = datasets_runs.get((date, manifest.get("source_created_at"))) or {}
                     if source.get("ingest_run"):
                         fields["source_ingest_run"] = source["ingest_run"]
                 table.commit(date, files, {**fields, "rows": expected, "migrated_at": utc_now_iso(),
@@ -146,7 +146,7 @@ def migrate(lake: Lake, config: MigrateConfig) -> MigrateResult:
         if key == datasets_key("unlabeled") and snapshot is not None:  # old predictions name their ingest this way
             for date in snapshot.dates():
                 summary = table.summary(date, snapshot) or {}
-                datasets_runs[summary.get("migrated_from_created_at")] = summary
+                datasets_runs[date, summary.get("migrated_from_created_at")] = summary
         if key == PREDICTIONS:
             lake.delete_tree(f"{PREDICTIONS}/_shards")  # old shard partitions: never published
         rows = sum(snapshot.rows(d) for d in snapshot.dates()) if snapshot else 0
