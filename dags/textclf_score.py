@@ -3,8 +3,10 @@
 ``wait_for_inputs`` waits (rescheduling, so it holds no worker slot) until a champion model and
 the day's ingested unlabeled data exist, logging what it waits for; after
 ``TEXTCLF_SCORE_WAIT_SECONDS`` (default 6 hours) it fails. The day's documents are then scored as
-``shards`` independent mapped tasks, committed together as one partition with one manifest, and
-the scoring report is written. The ``predictions`` Asset event carries the partition URI.
+``shards`` independent mapped tasks, committed together in one Delta commit of the predictions table, and
+the scoring report is written. The ``predictions`` Asset event carries the table URI, the date and
+the table version. ``vacuum`` then removes table files replaced more than ``TEXTCLF_VACUUM_RETENTION_DAYS``
+(default 7) days ago.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from textclf_airflow import DEFAULT_ARGS, PREDICTIONS, announce, interval_date, 
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = float(os.environ.get("TEXTCLF_SCORE_WAIT_SECONDS", 6 * 3600))
+VACUUM_RETENTION_DAYS = float(os.environ.get("TEXTCLF_VACUUM_RETENTION_DAYS", 7))
 POKE_SECONDS = float(os.environ.get("TEXTCLF_SCORE_POKE_SECONDS", 300))
 # The first night catchup backfills; set it to the day the deployment starts scoring.
 START_DATE = pendulum.parse(os.environ.get("TEXTCLF_SCORE_START_DATE", "2026-11-01"), tz="UTC")
@@ -62,14 +65,14 @@ def score_shard(spec: dict) -> dict:
 
 @task(outlets=[PREDICTIONS])
 def commit(inputs: dict, shards: list[dict]) -> dict:
-    """Publish all shards as the day's predictions partition, manifest last."""
+    """Commit all shards as the day's predictions, in one Delta commit."""
     from textclf.config import ScoreConfig
     from textclf.score.stage import commit_predictions
 
     config = ScoreConfig(date=inputs["date"], model_version=inputs["model_version"], num_shards=len(shards))
     summary = commit_predictions(open_lake(), config).summary()
     announce(get_current_context(), PREDICTIONS, uri=summary["predictions"], run_date=inputs["date"],
-             model_version=summary["model_version"], rows=summary["rows"])
+             table_version=summary["table_version"], model_version=summary["model_version"], rows=summary["rows"])
     return summary
 
 
@@ -83,6 +86,15 @@ def report(inputs: dict) -> dict:
     for warning in written.warnings:
         log.warning("scoring report for %s: %s", inputs["date"], warning)
     return written.summary()
+
+
+@task
+def vacuum() -> dict:
+    """Delete table files replaced before the retention, so replaced snapshots do not pile up."""
+    from textclf.config import VacuumConfig
+    from textclf.lake.maintenance import vacuum
+
+    return vacuum(open_lake(), VacuumConfig(retention_days=VACUUM_RETENTION_DAYS)).summary()
 
 
 @dag(
@@ -105,6 +117,7 @@ def textclf_score() -> None:
     shards = score_shard.expand(spec=plan_shards(inputs))
     committed = commit(inputs, shards)
     committed >> report(inputs)
+    committed >> vacuum()
 
 
 textclf_score()

@@ -76,7 +76,8 @@ def dag_state(log: Path) -> str:
 def demo(home: Path, day: str) -> dict[str, object]:
     from textclf.demo.stage import DemoConfig, land_demo_corpus
     from textclf.lake import Lake
-    from textclf.lake.layout import CHAMPION, LANDING, data_docs_key, predictions_key, report_key, version_key
+    from textclf.lake.layout import CHAMPION, LANDING, data_docs_key, report_key, version_key
+    from textclf.lake.tables import predictions_table
 
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
@@ -109,10 +110,10 @@ def demo(home: Path, day: str) -> dict[str, object]:
             sys.exit(f"{args[2]} ended {state}; full log: {log}")
         say(f"      done in {timings[title.split(':')[0]]} s (log: {log})")
     champion = lake.read_json(CHAMPION)["champion"]["version"]
-    predictions = lake.require_manifest(predictions_key(day))
+    predictions = predictions_table(lake).require_summary(day)
     return {
         "airflow_home": env["AIRFLOW_HOME"], "lake": lake.uri, "date": day, "champion": champion,
-        "predictions": lake.uri_of(predictions_key(day)), "rows": predictions["rows"],
+        "predictions": predictions["table"], "table_version": predictions["table_version"], "rows": predictions["rows"],
         "quarantined_rows": predictions["quarantined_rows"],
         "scoring_report": lake.uri_of(f"{report_key(day)}/report.html"),
         "model_report": lake.uri_of(f"{version_key(champion)}/report.html"),

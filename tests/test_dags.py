@@ -17,6 +17,7 @@ from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.test_scoring import check_contract
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.lake import Lake
+from textclf.lake.tables import dataset_table, predictions_table
 
 pytestmark = pytest.mark.dags
 
@@ -124,7 +125,7 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert {k for k in runs["score"]["tasks"] if k.startswith("score_shard")} == {
         "score_shard[0]", "score_shard[1]", "score_shard[2]"}
     for kind in ("labeled", "unlabeled"):
-        manifest = lake.require_manifest(f"datasets/{kind}/ingest_date={DATE}")
+        manifest = dataset_table(lake, kind).require_summary(DATE)
         assert [s["uri"] for s in manifest["sources"]] == [lake.uri_of(k) for k in lake.list_files(f"landing/{kind}")]
         assert lake.require_manifest(f"validation/{kind}/ingest_date={DATE}")["success"] is True
     champion = lake.read_json("models/champion.json")
@@ -133,6 +134,7 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert manifest["num_shards"] == 3 and manifest["model_version"] == champion["champion"]["version"]
     assert manifest["quarantined_rows"] > 0 and len(rows) == manifest["rows"]
     assert lake.exists(f"reports/run_date={DATE}/report.html")
+    assert runs["score"]["tasks"]["vacuum"] == "success"
 
 
 def asset_events(name: str) -> list[dict[str, Any]]:
@@ -149,10 +151,12 @@ def asset_events(name: str) -> list[dict[str, Any]]:
 
 def test_asset_events_carry_the_partition_uris(pipeline: tuple[Lake, dict[str, Any]]) -> None:
     lake, _ = pipeline
-    assert asset_events("predictions")[-1]["uri"] == lake.uri_of(f"predictions/run_date={DATE}")
+    predictions = predictions_table(lake).require_summary(DATE)
+    event = asset_events("predictions")[-1]  # the table, the date and the version committed
+    assert (event["uri"], event["run_date"]) == (lake.uri_of("predictions"), DATE)
+    assert event["table_version"] == predictions["table_version"] and event["rows"] == predictions["rows"]
     assert asset_events("labeled_data")[-1]["uri"] == lake.uri_of(f"datasets/labeled/ingest_date={DATE}")
-    assert asset_events("unlabeled_data")[-1]["rows"] == lake.require_manifest(
-        f"datasets/unlabeled/ingest_date={DATE}")["rows"]
+    assert asset_events("unlabeled_data")[-1]["rows"] == dataset_table(lake, "unlabeled").require_summary(DATE)["rows"]
     champion = lake.read_json("models/champion.json")["champion"]["version"]
     assert asset_events("champion_model")[-1]["model_version"] == champion
 
@@ -174,14 +178,16 @@ def test_a_refused_promotion_is_a_successful_run(pipeline: tuple[Lake, dict[str,
 
 def test_rerunning_a_scoring_interval_replaces_its_partition(pipeline: tuple[Lake, dict[str, Any]]) -> None:
     lake, _ = pipeline
-    before = lake.require_manifest(f"predictions/run_date={DATE}")
+    before = predictions_table(lake).require_summary(DATE)
     dag_run = run("textclf_score", LOGICAL, shards=2)
     assert str(dag_run.state) == "success"
     manifest, rows = check_contract(lake, DATE)
-    assert manifest["num_shards"] == 2 and manifest["created_at"] >= before["created_at"]
+    assert manifest["num_shards"] == 2 and manifest["table_version"] > before["table_version"]
     assert manifest["rows"] == before["rows"] and len(rows) == before["rows"]
-    listed = sorted(k.rsplit("/", 1)[1] for k in lake.list_files(f"predictions/run_date={DATE}"))
-    assert listed == sorted([f["path"] for f in manifest["files"]] + ["_MANIFEST.json"])  # old shards' files gone
+    assert not {f["path"] for f in before["files"]} & {f["path"] for f in manifest["files"]}  # all replaced
+    # the vacuum keeps the replaced snapshot for its retention: it can still be read as it was
+    old = predictions_table(lake).delta(before["table_version"])
+    assert old is not None and old.to_pyarrow_table().num_rows >= before["rows"]
 
 
 def test_a_failed_validation_fails_the_run_without_retries(airflow_db: str, tmp_path: Path,
@@ -212,7 +218,7 @@ def test_scoring_without_a_champion_fails_clearly(airflow_db: str, tmp_path: Pat
     assert str(dag_run.state) == "failed"
     tis = states(dag_run)
     assert tis["wait_for_inputs"] == "failed" and "commit" not in tis.values()
-    assert not lake.exists(f"predictions/run_date={DATE}/_MANIFEST.json")
+    assert predictions_table(lake).snapshot() is None
 
 
 def test_missing_inputs_says_what_is_missing(tmp_path: Path) -> None:
@@ -299,7 +305,7 @@ def test_score_graph_maps_shards_and_catches_up(dags: dict[str, Any]) -> None:
     assert sensor.downstream_task_ids == {"plan_shards", "commit", "report"}
     assert dag.get_task("plan_shards").downstream_task_ids == {"score_shard"}
     assert dag.get_task("score_shard").downstream_task_ids == {"commit"}
-    assert dag.get_task("commit").downstream_task_ids == {"report"}
+    assert dag.get_task("commit").downstream_task_ids == {"report", "vacuum"}
     assert [a.name for a in dag.get_task("commit").outlets] == ["predictions"]
 
 

@@ -47,6 +47,7 @@ from textclf.evaluate.predictions import EvaluationInput
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake, S3Options
 from textclf.lake.layout import MANIFEST, MODEL_FILE
+from textclf.lake.tables import dataset_table
 from textclf.model.registry import load_model
 
 pytestmark = pytest.mark.model
@@ -339,7 +340,7 @@ def test_credentials_never_appear_in_output_errors_or_the_lake(s3_lake: str, s3_
     objects = _bucket_objects(s3_env, bucket)
     keys = set(objects)
     assert {f"lake/models/{version}/{MODEL_FILE}", f"lake/models/{version}/{MANIFEST}", "lake/models/champion.json",
-            f"lake/reports/run_date={DATE}/report.html", f"lake/predictions/run_date={DATE}/{MANIFEST}",
+            f"lake/reports/run_date={DATE}/report.html", "lake/predictions/_delta_log/00000000000000000000.json",
             f"lake/validation/labeled/ingest_date={DATE}/results.json"} <= keys, sorted(keys)
     assert any(k.startswith(f"lake/predictions/run_date={DATE}/part-") for k in keys)
 
@@ -426,7 +427,7 @@ def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[
     root, version = registered
     lake = Lake(str(root))
     # Ingest stripped the real tags but the escaped ones became literal markup: hostile text is in the lake.
-    texts = lake.read_table(f"datasets/labeled/ingest_date={DATE}", columns=["text"]).column("text").to_pylist()
+    texts = dataset_table(lake, "labeled").read(DATE, columns=["text"]).column("text").to_pylist()
     assert all(HOSTILE_SCRIPT in t and HOSTILE_IMG in t for t in texts)
     markup = lake.read_bytes(f"models/{version}/report.html").decode()
     assert _csp_script_sources(markup) == ["'none'"]
@@ -640,7 +641,7 @@ def test_manifest_paths_cannot_point_outside_the_lake(tmp_path: Path) -> None:
     import pyarrow as pa
 
     lake = Lake(str(tmp_path / "lake"))
-    key = f"datasets/labeled/ingest_date={DATE}"
+    key = f"reports/run_date={DATE}"  # a manifested folder (table files are named by the Delta log: test_tables.py)
     with lake.partition(key) as part:
         writer = part.parquet("part-00000.parquet", pa.schema([("doc_id", pa.string())]))
         writer.write(pa.table({"doc_id": ["a"]}))

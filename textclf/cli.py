@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", "write the scoring report of a date (HTML + JSON)")
     _lake(p)
     p.add_argument("--date", required=True, help="run date YYYY-MM-DD")
+
+    p = command("vacuum", "delete the files of replaced table snapshots older than the retention (and dead runs')")
+    _lake(p)
+    p.add_argument("--retention-days", type=float, default=7.0,
+                   help="keep replaced files this long: time travel works within it (at least 1)")
+
+    p = command("migrate", "convert a lake written before the Delta tables (manifested partitions) into tables")
+    _lake(p)
     return parser
 
 
@@ -274,6 +282,20 @@ def cmd_report(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
     return report(lake, ReportConfig.build(date=args.date))
 
 
+def cmd_vacuum(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import VacuumConfig
+    from textclf.lake.maintenance import vacuum
+
+    return vacuum(lake, VacuumConfig.build(retention_days=args.retention_days))
+
+
+def cmd_migrate(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import MigrateConfig
+    from textclf.lake.maintenance import migrate
+
+    return migrate(lake, MigrateConfig())
+
+
 class _Combined:
     """Summaries of two stages run by one command, printed as one JSON line."""
 
@@ -293,6 +315,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Lake, Progress], Any]] = {
     "promote": cmd_promote,
     "score": cmd_score,
     "report": cmd_report,
+    "vacuum": cmd_vacuum,
+    "migrate": cmd_migrate,
 }
 # Commands that may start a new lake; every other one needs an existing lake root.
 CREATES_LAKE = ("ingest", "demo")

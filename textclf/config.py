@@ -240,3 +240,17 @@ class ReportConfig(DatedConfig):
     """Which run date's scoring report to write."""
 
     date: str
+
+
+class VacuumConfig(StageConfig):
+    """How long the tables keep the files of replaced snapshots (time travel works within it)."""
+
+    # At least a day: a vacuum deletes uncommitted files older than this, so a shorter retention could take the
+    # files of a sharded run that is still waiting to commit.
+    retention_days: float = Field(7.0, ge=1.0)
+
+
+class MigrateConfig(StageConfig):
+    """Convert a lake written by textclf before the Delta tables (manifested partitions) into tables."""
+
+    remove_manifests: bool = True  # the old _MANIFEST.json of each converted partition goes once it is committed

@@ -1,23 +1,24 @@
-"""Ingestion: source files in, one zstd Parquet partition plus its quarantine out.
+"""Ingestion: source files in, one date of the dataset table plus its quarantine out (Delta tables).
 
-Every input row ends up in exactly one place, and the manifest proves it:
+Every input row ends up in exactly one place, and the date's summary proves it:
 ``input_rows == rows + quarantined_rows + duplicates_removed``.
 
-- ``rows``: written to ``datasets/{kind}/ingest_date=D/part-*.parquet``
-- ``quarantined_rows``: written to ``quarantine/{kind}/ingest_date=D/rejects.parquet``
-  with the original content and a reason (see ``REASONS``)
+- ``rows``: the date's rows in the ``datasets/{kind}`` table (``ingest_date=D/part-*.parquet``)
+- ``quarantined_rows``: the date's rows in the ``quarantine/{kind}`` table, with the original content
+  and a reason (see ``REASONS``)
 - ``duplicates_removed``: exact repeats (same id, text and label) of a kept row
 
-Both partitions are committed under one lock, the quarantine first, and both manifests carry the
-same ``ingest_run``: a run that dies between the two commits leaves the old dataset partition with
-a newer quarantine, which ``check_accounting`` (run by validation) reports until ingest is rerun.
+The quarantine is committed first, then the dataset, each in one Delta commit, and both summaries carry
+the same ``ingest_run``. The dataset commit checks, before each attempt, that the quarantine still holds
+this run's rejects; if another ingest of the date committed its quarantine meanwhile, this run gives up
+and that run's pair stands. A run that dies between the two commits leaves the old dataset beside a newer
+quarantine, which ``check_accounting`` (run by validation) reports until ingest is rerun.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +29,12 @@ from textclf import __version__
 from textclf.config import IngestConfig
 from textclf.errors import TextclfError
 from textclf.ingest.dedup import deduplicate
-from textclf.ingest.quarantine import QuarantineFile, reject_batch
+from textclf.ingest.quarantine import QuarantineFile, quarantine_schema, reject_batch
 from textclf.ingest.sources import ColumnNames, SourceBatch, SourceReader
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
-from textclf.lake.partition import FileEntry, ParquetPartFile, PartitionWriter
+from textclf.lake.partition import FileEntry, ParquetPartFile
+from textclf.lake.tables import DateWriter, NotCommitted, Snapshot, dataset_table, new_run_id, quarantine_table
 from textclf.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ def dataset_schema(labeled: bool) -> pa.Schema:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What an ingest wrote: URIs and the manifest's counts."""
+    """What an ingest wrote: URIs and the summary's counts (``manifest``: the dataset date's summary)."""
 
     dataset_uri: str
     quarantine_uri: str
@@ -64,7 +66,8 @@ class IngestResult:
         keys = ("kind", "ingest_date", "input_rows", "rows", "quarantined_rows", "duplicates_removed",
                 "quarantine_reasons")
         return {"dataset": self.dataset_uri, "quarantine": self.quarantine_uri,
-                **{k: self.manifest[k] for k in keys}}
+                **{k: self.manifest[k] for k in keys}, "table": self.manifest.get("table"),
+                "table_version": self.manifest.get("table_version")}
 
 
 def _hash_ids(arr: pa.Array) -> np.ndarray:
@@ -77,7 +80,7 @@ def _hash_ids(arr: pa.Array) -> np.ndarray:
 class DataFiles:
     """Rolls kept rows over ``part-NNNNN.parquet`` files of at most ``max_rows`` rows."""
 
-    def __init__(self, writer: PartitionWriter, schema: pa.Schema, max_rows: int) -> None:
+    def __init__(self, writer: DateWriter, schema: pa.Schema, max_rows: int) -> None:
         self.writer, self.schema, self.max_rows = writer, schema, max_rows
         self.current: ParquetPartFile | None = None
         self.entries: list[FileEntry] = []
@@ -221,7 +224,7 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
 
 
 def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -> IngestResult:
-    """Ingest ``config.sources`` into the dataset partition for ``config.date``, replacing it whole."""
+    """Ingest ``config.sources`` into the dataset table's date ``config.date``, replacing that date whole."""
     import numpy as np
 
     progress = progress or NoProgress()
@@ -248,8 +251,18 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
 
     input_rows = [0] * len(readers)
     id_hashes: list[np.ndarray] = []
-    with lake.partition(quarantine_key(config.kind, config.date)) as qwriter, \
-            lake.partition(dataset_key(config.kind, config.date)) as dwriter:
+    run = new_run_id()
+    qtable = quarantine_table(lake, config.kind, quarantine_schema())
+    dtable = dataset_table(lake, config.kind, dataset_schema(labeled))
+
+    def quarantine_still_ours(_: Snapshot) -> None:
+        current = qtable.summary(config.date)
+        if current is None or current.get("ingest_run") != run:
+            raise NotCommitted(
+                f"cannot commit {lake.uri_of(dataset_key(config.kind, config.date))}: another run committed "
+                f"{config.kind} data for {config.date} meanwhile and its result stands; rerun to replace it")
+
+    with qtable.writer(config.date, run) as qwriter, dtable.writer(config.date, run) as dwriter:
         rejects = QuarantineFile(qwriter)
         data = DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
         progress.start(total_bytes, f"ingest {config.kind}")
@@ -266,29 +279,25 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
         duplicates_removed = deduplicate(
             dwriter, data, np.concatenate(id_hashes) if id_hashes else np.zeros(0, np.uint64), rejects)
         quarantined = rejects.close()
-        rows = sum(e.rows or 0 for e in dwriter.files if e.path.startswith("part-"))
+        rows = sum(e.rows or 0 for e in dwriter.files)
         total_input = sum(input_rows)
         if rows + quarantined + duplicates_removed != total_input:
             raise TextclfError(
                 f"internal error: counts do not add up ({rows} rows + {quarantined} quarantined + "
                 f"{duplicates_removed} duplicates != {total_input} input rows); nothing was written"
             )
-        common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": uuid.uuid4().hex,
+        common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": run,
                   "input_rows": total_input, "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
-        # One lock over both commits: two runs for one date commit their pairs one after the other (the
-        # last wins), never one's quarantine beside the other's dataset.
-        with lake.lock(f"{dataset_key(config.kind, config.date)}.ingest"):
-            for writer in (qwriter, dwriter):  # both commits, or neither
-                writer.require_staged()
-            qwriter.commit({**common, "rows": quarantined})
-            manifest = dwriter.commit(
-                {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
-                 "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
-                            "max_text_chars": config.max_text_chars}}
-            )
+        qwriter.commit({**common, "rows": quarantined})
+        # Two runs of one date end with one run's pair: the dataset commits only while the quarantine is ours.
+        manifest = dwriter.commit(
+            {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
+             "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
+                        "max_text_chars": config.max_text_chars}},
+            check=quarantine_still_ours)
     result = IngestResult(lake.uri_of(dataset_key(config.kind, config.date)),
                           lake.uri_of(quarantine_key(config.kind, config.date)), manifest)
     log.info("ingest done: %s", result.summary())

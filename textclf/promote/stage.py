@@ -3,9 +3,11 @@
 Candidate and champion are compared on the same held-out documents: when both versions were
 evaluated on a test split with the same fingerprint their recorded metrics are used; otherwise
 (new labeled data arrived since) both are re-scored on the lake's current test split. Every
-decision, with the numbers behind it, is appended to ``champion.json``. One promotion runs at a
-time (a lake lock around reading, deciding and writing ``champion.json``), so two racing promotions
-both end up in the history, the second decided against the first one's outcome.
+decision, with the numbers behind it, is appended to ``champion.json``. No lock is held while deciding:
+``champion.json`` is read with its tag and replaced only if it still has that tag (a conditional write);
+a promotion that finds it changed reads it again and decides again against the new champion. So two
+racing promotions both end up in the history, the second decided against the first one's outcome, and a
+slow promotion (re-scoring two models) never holds anything that another one could wait on or take over.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from typing import Any
 
 from textclf.common import utc_now_iso
 from textclf.config import PromoteConfig, PromotionPolicy, TrainConfig
-from textclf.errors import ModelError
+from textclf.errors import ModelError, StorageError
 from textclf.lake import Lake
 from textclf.lake.layout import CHAMPION, version_key
-from textclf.model.registry import read_champion, read_version, write_champion
+from textclf.model.registry import read_champion_tagged, read_version, write_champion
 from textclf.promote.gate import decide
 
 log = logging.getLogger(__name__)
 
 
-def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any) -> dict[str, Any]:
+CAS_ATTEMPTS = 20  # promotions that keep finding champion.json changed give up after this many decisions
+
+
+def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any,
+                 cache: dict[tuple[str, str | None], dict[str, Any]]) -> dict[str, Any]:
     """A version's test metrics on the given split: recorded ones when the split matches, else re-scored."""
     from textclf.evaluate.metrics import metrics_on
     from textclf.model.predict import predict_texts
@@ -34,9 +40,12 @@ def _metrics_for(lake: Lake, version: str, fingerprint: str | None, test: Any) -
     recorded = lake.read_json(f"{version_key(version)}/metrics.json")
     if fingerprint is None or recorded.get("test_split", {}).get("fingerprint") == fingerprint:
         return recorded
-    log.info("re-scoring %s on the current test split (%d rows)", version, len(test))
-    loaded = load_model(lake, version)
-    return metrics_on(lambda texts: predict_texts(loaded.model, texts), loaded.classes, test)
+    if (version, fingerprint) not in cache:  # a decision taken again after a conflict re-scores nothing twice
+        log.info("re-scoring %s on the current test split (%d rows)", version, len(test))
+        loaded = load_model(lake, version)
+        cache[version, fingerprint] = metrics_on(lambda texts: predict_texts(loaded.model, texts), loaded.classes,
+                                                 test)
+    return cache[version, fingerprint]
 
 
 def _current_test_split(lake: Lake, candidate: str) -> Any:
@@ -69,15 +78,25 @@ def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
     if not lake.exists(f"{version_key(version)}/metrics.json"):
         raise ModelError(f"model version {version} has not been evaluated, so the gate has nothing to compare: "
                          f"run `textclf evaluate --model-version {version}` first")
-    with lake.lock(CHAMPION):  # read-modify-write of champion.json: one promotion at a time
-        return _decide_and_record(lake, version, config.policy, config.force)
+    cache: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for attempt in range(1, CAS_ATTEMPTS + 1):
+        state, tag = read_champion_tagged(lake)
+        result = _decide(lake, version, state, config.policy, config.force, cache)
+        if result is None or write_champion(lake, state, tag):  # unchanged, or recorded
+            return result or PromoteResult(version, "unchanged", False, ("already the champion",), version,
+                                           lake.uri_of(CHAMPION))
+        log.info("%s changed while %s was being decided (attempt %d): deciding again against it",
+                 lake.uri_of(CHAMPION), version, attempt)
+    raise StorageError(f"{lake.uri_of(CHAMPION)} kept changing while {version} was decided ({CAS_ATTEMPTS} "
+                       "attempts): other promotions are running; retry")
 
 
-def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool) -> PromoteResult:
-    state = read_champion(lake)
+def _decide(lake: Lake, version: str, state: dict[str, Any], policy: PromotionPolicy, force: bool,
+            cache: dict[tuple[str, str | None], dict[str, Any]]) -> PromoteResult | None:
+    """Decide against ``state`` and record the decision in it (the caller writes it); None: already champion."""
     current = state.get("champion")
     if current and current["version"] == version:
-        return PromoteResult(version, "unchanged", False, ("already the champion",), version, lake.uri_of(CHAMPION))
+        return None
     candidate_metrics = lake.read_json(f"{version_key(version)}/metrics.json")
     champion_metrics = None
     split = candidate_metrics.get("test_split", {})
@@ -90,8 +109,8 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
 
             test = _current_test_split(lake, version)
             fingerprint = split_fingerprint(test.doc_ids.tolist(), test.labels.tolist())
-            candidate_metrics = _metrics_for(lake, version, fingerprint, test)
-            champion_metrics = _metrics_for(lake, current["version"], fingerprint, test)
+            candidate_metrics = _metrics_for(lake, version, fingerprint, test, cache)
+            champion_metrics = _metrics_for(lake, current["version"], fingerprint, test, cache)
             split = candidate_metrics["test_split"]
     decision = decide(candidate_metrics, champion_metrics, policy, force)
     record: dict[str, Any] = {
@@ -103,11 +122,10 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
             "macro_f1": champion_metrics["macro_f1"]},
         "test_split": split, "policy": policy.as_record(),
     }
-    state.setdefault("history", []).append(record)  # nothing was recorded meanwhile: the caller holds the lock
+    state.setdefault("history", []).append(record)  # written only if nothing was recorded meanwhile
     if decision.promoted:
         state["champion"] = {"version": version, "promoted_at": record["at"], "forced": decision.forced,
                              "reasons": record["reasons"]}
-    write_champion(lake, state)
     log.info("%s %s: %s", decision.outcome, version, "; ".join(decision.reasons))
     return PromoteResult(version, decision.outcome, decision.promoted, decision.reasons,
                          state["champion"]["version"] if state.get("champion") else None, lake.uri_of(CHAMPION))
