@@ -35,7 +35,8 @@ def airflow_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW_VAR_TEXTCLF_LAKE": str(home / "lake"),
+        # Stored as the Variable textclf_lake by `provision` below (and the plugin's fallback too).
+        "TEXTCLF_LAKE": str(home / "lake"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
@@ -48,6 +49,19 @@ def airflow(args: list[str], env: dict[str, str], log: Path) -> None:
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
         sys.stderr.write("\n".join(tail) + f"\n\nairflow {' '.join(args)} failed; full log: {log}\n")
+        sys.exit(proc.returncode)
+
+
+def provision(env: dict[str, str], log: Path) -> None:
+    """What the DAGs need in Airflow (the gpu pool, the textclf_lake Variable), from the definition the
+    Docker deployment's init uses too: plugins/textclf_airflow/provision.py."""
+    plugins = env["AIRFLOW__CORE__PLUGINS_FOLDER"]
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.run([str(BIN / "python"), "-m", "textclf_airflow.provision"], stdout=out,
+                              stderr=subprocess.STDOUT, cwd=ROOT, env={**env, "PYTHONPATH": plugins})
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        sys.stderr.write(f"{tail}\nprovision failed; full log: {log}\n")
         sys.exit(proc.returncode)
 
 
@@ -72,10 +86,10 @@ def demo(home: Path, day: str) -> dict[str, object]:
     env["TEXTCLF_SCORE_START_DATE"] = day
     # A daily run at logical date D+1 covers the interval [D, D+1): the demo's day D.
     logical = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
-    lake = Lake(env["AIRFLOW_VAR_TEXTCLF_LAKE"])
+    lake = Lake(env["TEXTCLF_LAKE"])
     started = time.perf_counter()
     steps: list[tuple[str, list[str]]] = [
-        ("metadata DB (SQLite)", ["db", "migrate"]),
+        ("metadata DB (SQLite), pool and Variable", ["db", "migrate"]),
         ("textclf_ingest: ingest and validate the landed files", ["dags", "test", "textclf_ingest", logical]),
         ("textclf_retrain: train, evaluate, promotion gate", ["dags", "test", "textclf_retrain"]),
         ("textclf_score: score the day's documents, report", ["dags", "test", "textclf_score", logical]),
@@ -88,6 +102,8 @@ def demo(home: Path, day: str) -> dict[str, object]:
         log = logs / f"{number}-{args[2] if args[0] == 'dags' else 'db-migrate'}.log"
         t0 = time.perf_counter()
         airflow(args, env, log)
+        if args == ["db", "migrate"]:
+            provision(env, logs / f"{number}-provision.log")
         timings[title.split(":")[0]] = round(time.perf_counter() - t0, 1)
         if args[0] == "dags" and (state := dag_state(log)) != "success":
             sys.exit(f"{args[2]} ended {state}; full log: {log}")
@@ -126,6 +142,7 @@ def serve(home: Path) -> None:
     (home / "airflow").mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
     airflow(["db", "migrate"], env, home / "logs" / "serve-db-migrate.log")
+    provision(env, home / "logs" / "serve-provision.log")
     procs = []
     for args in SERVICES:
         log = open(home / "logs" / f"serve-{args[0]}.log", "w", encoding="utf-8")  # noqa: SIM115 - open while it runs
