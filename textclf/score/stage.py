@@ -93,16 +93,18 @@ def score_shard(lake: Lake, config: ScoreConfig, progress: Progress | None = Non
 
     import numpy as np
     import pyarrow.compute as pc
-    import tensorflow as tf
-
-    from textclf.model.registry import load_model
 
     if config.shard is None:
         raise UsageError("score_shard needs a shard number (0 to num_shards - 1)")
     shard = config.shard
     progress = progress or NoProgress()
+    # The cheap checks first: a date without data or a lake without a champion fails before TensorFlow loads.
     source = _require_input(lake, config.date)
     version = _resolve_version(lake, config.model_version)
+    import tensorflow as tf
+
+    from textclf.model.registry import load_model
+
     loaded = load_model(lake, version)
     vocabulary = model_vocabulary(loaded.model)
     classes = loaded.classes
