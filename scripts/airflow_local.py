@@ -31,12 +31,17 @@ BIN = Path(sys.executable).parent
 
 def airflow_env(home: Path) -> dict[str, str]:
     """Configuration for a single-machine Airflow whose state lives under ``home``."""
+    port = os.environ.get("AIRFLOW__API__PORT", "8080")
     return {
         **os.environ,
         **project_env(home / "airflow"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": port,
+        # Links in task logs and the approval step; and where task processes reach the Execution API.
+        "AIRFLOW__API__BASE_URL": os.environ.get("AIRFLOW__API__BASE_URL", f"http://127.0.0.1:{port}"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         # Stored as the Variable textclf_lake by `provision` below (and the plugin's fallback too).
         "TEXTCLF_LAKE": str(home / "lake"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -51,7 +51,7 @@ class PromoteResult:
     """What the gate decided for a version, and which version serves now."""
 
     version: str
-    decision: str  # promoted, forced, refused or unchanged
+    decision: str  # promoted, forced, refused, rejected (by a person) or unchanged
     promoted: bool
     reasons: tuple[str, ...]
     champion: str | None
@@ -62,22 +62,85 @@ class PromoteResult:
                 "reasons": list(self.reasons), "champion": self.champion, "champion_uri": self.champion_uri}
 
 
-def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
-    """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
-    version = config.model_version
+def _require_evaluated(lake: Lake, version: str) -> None:
     read_version(lake, version)
     if not lake.exists(f"{version_key(version)}/metrics.json"):
         raise ModelError(f"model version {version} has not been evaluated, so the gate has nothing to compare: "
                          f"run `textclf evaluate --model-version {version}` first")
+
+
+def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
+    """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
+    version = config.model_version
+    _require_evaluated(lake, version)
     with lake.lock(CHAMPION):  # read-modify-write of champion.json: one promotion at a time
-        return _decide_and_record(lake, version, config.policy, config.force)
+        return _decide_and_record(lake, version, config.policy, config.force, config.approved_by)
 
 
-def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool) -> PromoteResult:
+@dataclass(frozen=True)
+class GatePreview:
+    """What the gate would decide now, with the numbers behind it; nothing is recorded."""
+
+    version: str
+    decision: str  # promoted, forced, refused or unchanged: what ``promote`` would record
+    reasons: tuple[str, ...]
+    candidate: dict[str, Any]  # accuracy, macro_f1 (and the linear reference's when evaluated)
+    champion: dict[str, Any] | None  # version, accuracy, macro_f1 on the same split; None without a champion
+    report_uri: str
+
+    @property
+    def passes(self) -> bool:
+        return self.decision in ("promoted", "forced")
+
+    def summary(self) -> dict[str, Any]:
+        return {"model_version": self.version, "decision": self.decision, "passes": self.passes,
+                "reasons": list(self.reasons), "candidate": self.candidate, "champion": self.champion,
+                "report": self.report_uri}
+
+
+def preview(lake: Lake, config: PromoteConfig) -> GatePreview:
+    """The gate's decision for a version against the current champion, without recording it."""
+    version = config.model_version
+    _require_evaluated(lake, version)
+    report = lake.uri_of(f"{version_key(version)}/report.html")
     state = read_champion(lake)
     current = state.get("champion")
     if current and current["version"] == version:
-        return PromoteResult(version, "unchanged", False, ("already the champion",), version, lake.uri_of(CHAMPION))
+        return GatePreview(version, "unchanged", ("already the champion",), {}, None, report)
+    decision, candidate, champion, _ = _compare(lake, version, current, config.policy, config.force)
+    reference = (candidate.get("linear_reference") or {}).get("macro_f1")
+    return GatePreview(
+        version, decision.outcome, decision.reasons,
+        {"accuracy": candidate["accuracy"], "macro_f1": candidate["macro_f1"], "linear_reference_macro_f1": reference},
+        None if current is None or champion is None else {
+            "version": current["version"], "accuracy": champion["accuracy"], "macro_f1": champion["macro_f1"]},
+        report)
+
+
+def reject(lake: Lake, version: str, by: str | None, reason: str | None) -> PromoteResult:
+    """Record that a person rejected a version the gate would have promoted; the champion stays."""
+    _require_evaluated(lake, version)
+    who = by or "an operator"
+    reasons = (f"rejected by {who}" + (f": {reason.strip()}" if reason and reason.strip() else " (no reason given)"),)
+    with lake.lock(CHAMPION):
+        state = read_champion(lake)
+        metrics = lake.read_json(f"{version_key(version)}/metrics.json")
+        state.setdefault("history", []).append({
+            "at": utc_now_iso(), "model_version": version, "decision": "rejected", "promoted": False,
+            "forced": False, "reasons": list(reasons), "rejected_by": by, "reason": (reason or "").strip() or None,
+            "candidate": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+            "champion": None if not state.get("champion") else {"version": state["champion"]["version"]},
+        })
+        write_champion(lake, state)
+        current = state.get("champion")
+    log.info("rejected %s: %s", version, reasons[0])
+    return PromoteResult(version, "rejected", False, reasons, current["version"] if current else None,
+                         lake.uri_of(CHAMPION))
+
+
+def _compare(lake: Lake, version: str, current: dict[str, Any] | None, policy: PromotionPolicy, force: bool
+             ) -> tuple[Any, dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """The gate's decision, the candidate's and champion's metrics on one test split, and that split."""
     candidate_metrics = lake.read_json(f"{version_key(version)}/metrics.json")
     champion_metrics = None
     split = candidate_metrics.get("test_split", {})
@@ -93,7 +156,16 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
             candidate_metrics = _metrics_for(lake, version, fingerprint, test)
             champion_metrics = _metrics_for(lake, current["version"], fingerprint, test)
             split = candidate_metrics["test_split"]
-    decision = decide(candidate_metrics, champion_metrics, policy, force)
+    return decide(candidate_metrics, champion_metrics, policy, force), candidate_metrics, champion_metrics, split
+
+
+def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force: bool,
+                       approved_by: str | None = None) -> PromoteResult:
+    state = read_champion(lake)
+    current = state.get("champion")
+    if current and current["version"] == version:
+        return PromoteResult(version, "unchanged", False, ("already the champion",), version, lake.uri_of(CHAMPION))
+    decision, candidate_metrics, champion_metrics, split = _compare(lake, version, current, policy, force)
     record: dict[str, Any] = {
         "at": utc_now_iso(), "model_version": version, "decision": decision.outcome,
         "promoted": decision.promoted, "forced": decision.forced, "reasons": list(decision.reasons),
@@ -103,10 +175,14 @@ def _decide_and_record(lake: Lake, version: str, policy: PromotionPolicy, force:
             "macro_f1": champion_metrics["macro_f1"]},
         "test_split": split, "policy": policy.as_record(),
     }
+    if approved_by is not None:
+        record["approved_by"] = approved_by
     state.setdefault("history", []).append(record)  # nothing was recorded meanwhile: the caller holds the lock
     if decision.promoted:
         state["champion"] = {"version": version, "promoted_at": record["at"], "forced": decision.forced,
                              "reasons": record["reasons"]}
+        if approved_by is not None:
+            state["champion"]["approved_by"] = approved_by
     write_champion(lake, state)
     log.info("%s %s: %s", decision.outcome, version, "; ".join(decision.reasons))
     return PromoteResult(version, decision.outcome, decision.promoted, decision.reasons,
