@@ -30,7 +30,7 @@ from textclf_airflow import DEFAULT_ARGS, DRIFT_ALERT, PREDICTIONS, announce, in
 log = logging.getLogger(__name__)
 WAIT_SECONDS = float(os.environ.get("TEXTCLF_SCORE_WAIT_SECONDS", 6 * 3600))
 POKE_SECONDS = float(os.environ.get("TEXTCLF_SCORE_POKE_SECONDS", 300))
-# No interval before it is ever scheduled; set it to the day the deployment starts scoring.
+# With catchup on, the first day it catches up from; set it to the day the deployment starts scoring.
 START_DATE = pendulum.parse(os.environ.get("TEXTCLF_SCORE_START_DATE", "2026-11-01"), tz="UTC")
 # Off: unpausing schedules tonight's run only. Past days are backfilled explicitly (docs/airflow.md).
 CATCHUP = os.environ.get("TEXTCLF_SCORE_CATCHUP", "").strip().lower() in ("1", "true")
@@ -118,11 +118,13 @@ def drift_alert(reported: dict) -> dict:
 
 @dag(
     doc_md=__doc__,
-    # A run at midnight covers the day that ended ([D, D+1) for the run at D+1 00:00). run_immediately=False:
-    # unpausing schedules no run for a time already past, only the next midnight's.
-    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=dt.timedelta(days=1), run_immediately=False),
+    # A run at midnight covers the day that ended ([D, D+1) for the run at D+1 00:00). Without catchup there is
+    # no start date and run_immediately is 0: unpausing schedules the next midnight's run, never a past one
+    # (with a start date, or within 2.4 h of midnight by default, Airflow would schedule the last midnight's).
+    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=dt.timedelta(days=1),
+                                  run_immediately=dt.timedelta(0)),
     description="nightly scoring, no catchup: unpausing schedules tonight's run only; backfill past days",
-    start_date=START_DATE,
+    start_date=START_DATE if CATCHUP else None,
     catchup=CATCHUP,
     max_active_runs=2,
     default_args=DEFAULT_ARGS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -179,6 +180,33 @@ def test_a_refused_promotion_fails_the_gate_task_with_its_reasons(pipeline: tupl
     assert re.search(r"promotion refused for \S+: accuracy [0-9.]+ < floor 0\.9990", out), out[-3000:]
 
 
+def test_an_alert_level_drift_emits_the_drift_alert_asset(pipeline: tuple[Lake, dict[str, Any]],
+                                                           tmp_path: Path) -> None:
+    """A day whose documents all come from one class: the class-mix PSI alerts, and the Asset carries it."""
+    from tests.conftest import write_csv
+    from textclf.config import IngestConfig
+    from textclf.demo.corpus import generate_rows
+    from textclf.ingest.stage import ingest
+
+    lake, runs = pipeline
+    assert runs["score"]["tasks"]["drift_alert"] == "skipped"  # the demo day drifts nowhere
+    day, logical = "2026-11-05", "2026-11-06"
+    rows = [r for chunk in generate_rows(CorpusSpec(rows=4000, seed=9, id_prefix="skew-")) for r in chunk]
+    label = rows[0]["label"]
+    skewed = [(r["id"], r["text"]) for r in rows if r["label"] == label][:400]
+    source = write_csv(tmp_path / "skewed.csv", skewed, ("id", "text"))
+    ingest(lake, IngestConfig(kind="unlabeled", date=day, sources=(str(source),)))
+    events = len(asset_events("drift_alert"))
+    dag_run = run("textclf_score", logical, shards=1)
+    assert str(dag_run.state) == "success" and states(dag_run)["drift_alert"] == "success"
+    alerts = asset_events("drift_alert")
+    assert len(alerts) == events + 1
+    assert alerts[-1]["run_date"] == day and alerts[-1]["report"].endswith(f"run_date={day}/report.html")
+    mix = {s["name"]: s for s in alerts[-1]["signals"]}["predicted_class_mix_psi"]
+    assert mix["status"] == "alert" and mix["value"] > 0.25 and "PSI" in mix["message"]
+    assert {s["status"] for s in alerts[-1]["signals"]} == {"alert"}  # only alert-level signals are carried
+
+
 def test_rerunning_a_scoring_interval_replaces_its_partition(pipeline: tuple[Lake, dict[str, Any]]) -> None:
     lake, _ = pipeline
     before = lake.require_manifest(f"predictions/run_date={DATE}")
@@ -308,10 +336,12 @@ def test_score_graph_maps_shards_and_never_catches_up_by_itself(dags: dict[str, 
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     dag = dags["textclf_score"]
     assert dag.catchup is False and type(dag.timetable).__name__ == "CronTriggerTimetable"
-    assert dag.timetable.run_immediately is False  # unpausing schedules nothing in the past, not even yesterday
+    # unpausing schedules nothing in the past, not even last midnight's run: no start date, no grace period
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(0)
     assert "backfill" in dag.description and "backfill" in dag.params.get_param("run_date").description.lower()
     monkeypatch.setenv("TEXTCLF_SCORE_CATCHUP", "true")
-    assert load_dags()["textclf_score"].catchup is True  # the explicit opt-in
+    caught_up = load_dags()["textclf_score"]
+    assert caught_up.catchup is True and caught_up.start_date.date().isoformat() == "2026-11-01"  # the opt-in
     assert dag.get_task("report").downstream_task_ids == {"drift_alert"}
     assert [a.name for a in dag.get_task("drift_alert").outlets] == ["drift_alert"]
     sensor = dag.get_task("wait_for_inputs")

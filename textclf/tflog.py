@@ -127,7 +127,7 @@ class _QuietFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _QuietLoader(spec.loader)  # type: ignore[arg-type]
+                    spec.loader = _QuietLoader(spec.loader)
                 return spec
         return None
 

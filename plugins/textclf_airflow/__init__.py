@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
@@ -137,6 +138,13 @@ RETRAIN_COOLDOWN_ENV = "TEXTCLF_RETRAIN_COOLDOWN_HOURS"
 DEFAULT_RETRAIN_COOLDOWN_HOURS = 24.0
 #: Where the api-server serves lake files (reports, Data Docs) to logged-in users: plugins/textclf_airflow/plugin.py.
 LAKE_URL_PREFIX = "/textclf/lake"
+_DATE = r"\d{4}-\d{2}-\d{2}"
+#: The lake keys it serves: reports, model cards, champion.json, validation results and Data Docs; nothing else.
+SERVED = re.compile(
+    r"^(models/champion\.json"
+    r"|models/[A-Za-z0-9][A-Za-z0-9._-]*/(report\.html|model_card\.md|metrics\.json)"
+    rf"|reports/run_date={_DATE}/report\.(html|json)"
+    rf"|validation/(labeled|unlabeled)/ingest_date={_DATE}/(results\.json|profile\.(html|json)|data_docs/[^?#]+))$")
 
 
 def _flag(name: str) -> bool:

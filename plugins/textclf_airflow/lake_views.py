@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import re
 from typing import Annotated, Any
 
 from airflow.api_fastapi.core_api.security import get_user
@@ -22,14 +21,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import Response
 
-from textclf_airflow import DEFAULT_S3_CONN_ID, LAKE_ENV, LAKE_URL_PREFIX, LAKE_VARIABLE, S3_CONN_ENV
+from textclf_airflow import DEFAULT_S3_CONN_ID, LAKE_ENV, LAKE_URL_PREFIX, LAKE_VARIABLE, S3_CONN_ENV, SERVED
 
-DATE = r"\d{4}-\d{2}-\d{2}"
-SERVED = re.compile(
-    r"^(models/champion\.json"
-    r"|models/[A-Za-z0-9][A-Za-z0-9._-]*/(report\.html|model_card\.md|metrics\.json)"
-    rf"|reports/run_date={DATE}/report\.(html|json)"
-    rf"|validation/(labeled|unlabeled)/ingest_date={DATE}/(results\.json|profile\.(html|json)|data_docs/[^?#]+))$")
 # Our own pages run no script at all; GX's Data Docs run theirs, from the site itself only.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 DATA_DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' "

@@ -68,7 +68,8 @@ def _boolean(value: str) -> None:
 
 #: Settings the DAG files read at parse time: name -> (what it does, check of a value).
 DAG_SETTINGS: dict[str, tuple[str, Callable[[str], None]]] = {
-    "TEXTCLF_SCORE_START_DATE": ("first day textclf_score may ever schedule (YYYY-MM-DD)", _date),
+    "TEXTCLF_SCORE_START_DATE": ("with TEXTCLF_SCORE_CATCHUP, the first day textclf_score catches up from "
+                                 "(YYYY-MM-DD)", _date),
     "TEXTCLF_SCORE_CATCHUP": ("let textclf_score catch up from its start date when unpaused (default false)",
                               _boolean),
     "TEXTCLF_SCORE_POKE_SECONDS": ("how often the scoring sensor checks its inputs", _seconds),
