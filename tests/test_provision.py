@@ -18,11 +18,14 @@ import pytest
 
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
+pytestmark = pytest.mark.dags
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 HEAVY = ("tensorflow", "keras", "great_expectations", "pandas", "pyarrow", "sklearn", "boto3")
 
 
+@pytest.mark.integration
 def test_importing_provision_is_cheap_and_opens_nothing() -> None:
     code = (
         "import json, socket, sys\n"
@@ -138,6 +141,7 @@ def test_provision_applies_idempotently_to_a_real_metadata_db(s3_server: S3Serve
     client.head_bucket(Bucket=bucket)  # the lake's bucket now exists
 
 
+@pytest.mark.integration
 def test_a_bad_setting_fails_the_command_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PLUGINS), "AIRFLOW_HOME": str(tmp_path),
            "TEXTCLF_SCORE_START_DATE": "tomorrow"}
