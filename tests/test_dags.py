@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -120,8 +122,9 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert {name: r["state"] for name, r in runs.items()} == {"ingest": "success", "retrain": "success",
                                                             "score": "success"}
     assert set(runs["ingest"]["tasks"].values()) == {"success"}
-    assert runs["retrain"]["tasks"] == {"train": "success", "evaluate": "success", "promote": "success",
-                                             "publish_champion": "success"}
+    assert runs["retrain"]["tasks"] == {"cooldown": "success", "train": "success", "evaluate": "success",
+                                        "gate": "success", "approve": "success", "promote": "success",
+                                        "publish_champion": "success"}
     assert {k for k in runs["score"]["tasks"] if k.startswith("score_shard")} == {
         "score_shard[0]", "score_shard[1]", "score_shard[2]"}
     for kind in ("labeled", "unlabeled"):
@@ -161,19 +164,54 @@ def test_asset_events_carry_the_partition_uris(pipeline: tuple[Lake, dict[str, A
     assert asset_events("champion_model")[-1]["model_version"] == champion
 
 
-def test_a_refused_promotion_is_a_successful_run(pipeline: tuple[Lake, dict[str, Any]]) -> None:
+def test_a_refused_promotion_fails_the_gate_task_with_its_reasons(pipeline: tuple[Lake, dict[str, Any]],
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """The refusal is recorded, and the run says so where an operator looks: a failed gate task, no retries."""
     lake, _ = pipeline
     champion = lake.read_json("models/champion.json")["champion"]["version"]
     events = len(asset_events("champion_model"))
     dag_run = run("textclf_retrain", **RETRAIN_CONF, seed=1, min_accuracy=0.999)
-    assert str(dag_run.state) == "success"
-    assert states(dag_run) == {"train": "success", "evaluate": "success", "promote": "success",
-                               "publish_champion": "skipped"}
+    assert str(dag_run.state) == "failed"
+    assert states(dag_run) == {"cooldown": "success", "train": "success", "evaluate": "success", "gate": "failed",
+                               "approve": "upstream_failed", "promote": "upstream_failed",
+                               "publish_champion": "upstream_failed"}
+    gate = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "gate")
+    assert gate.try_number == 1  # retries=3, yet a refusal is not retried
     state = lake.read_json("models/champion.json")
     assert state["champion"]["version"] == champion  # the gate kept the champion
     last = state["history"][-1]
     assert last["decision"] == "refused" and any("0.999" in r for r in last["reasons"])
     assert len(asset_events("champion_model")) == events  # no event for a refusal
+    out = caplog.text + "".join(capfd.readouterr())  # dag.test() runs the tasks here, logging to this process
+    assert re.search(r"promotion refused for \S+: accuracy [0-9.]+ < floor 0\.9990", out), out[-3000:]
+
+
+def test_an_alert_level_drift_emits_the_drift_alert_asset(pipeline: tuple[Lake, dict[str, Any]],
+                                                           tmp_path: Path) -> None:
+    """A day whose documents all come from one class: the class-mix PSI alerts, and the Asset carries it."""
+    from tests.conftest import write_csv
+    from textclf.config import IngestConfig
+    from textclf.demo.corpus import generate_rows
+    from textclf.ingest.stage import ingest
+
+    lake, runs = pipeline
+    assert runs["score"]["tasks"]["drift_alert"] == "skipped"  # the demo day drifts nowhere
+    day, logical = "2026-11-05", "2026-11-06"
+    rows = [r for chunk in generate_rows(CorpusSpec(rows=4000, seed=9, id_prefix="skew-")) for r in chunk]
+    label = rows[0]["label"]
+    skewed = [(r["id"], r["text"]) for r in rows if r["label"] == label][:400]
+    source = write_csv(tmp_path / "skewed.csv", skewed, ("id", "text"))
+    ingest(lake, IngestConfig(kind="unlabeled", date=day, sources=(str(source),)))
+    events = len(asset_events("drift_alert"))
+    dag_run = run("textclf_score", logical, shards=1)
+    assert str(dag_run.state) == "success" and states(dag_run)["drift_alert"] == "success"
+    alerts = asset_events("drift_alert")
+    assert len(alerts) == events + 1
+    assert alerts[-1]["run_date"] == day and alerts[-1]["report"].endswith(f"run_date={day}/report.html")
+    mix = {s["name"]: s for s in alerts[-1]["signals"]}["predicted_class_mix_psi"]
+    assert mix["status"] == "alert" and mix["value"] > 0.25 and "PSI" in mix["message"]
+    assert {s["status"] for s in alerts[-1]["signals"]} == {"alert"}  # only alert-level signals are carried
 
 
 def test_rerunning_a_scoring_interval_replaces_its_partition(pipeline: tuple[Lake, dict[str, Any]]) -> None:
@@ -286,20 +324,35 @@ def test_ingest_graph(dags: dict[str, Any]) -> None:
 
 def test_retrain_graph_routes_training_to_the_gpu_queue(dags: dict[str, Any]) -> None:
     dag = dags["textclf_retrain"]
-    train, evaluate, promote, publish = (dag.get_task(t) for t in ("train", "evaluate", "promote", "publish_champion"))
+    train, evaluate, gate, approve, promote, publish = (
+        dag.get_task(t) for t in ("train", "evaluate", "gate", "approve", "promote", "publish_champion"))
     assert (train.queue, train.pool) == ("gpu", "gpu")
-    assert evaluate.queue == promote.queue == publish.queue == "default"
-    assert train.downstream_task_ids == {"evaluate"} and evaluate.downstream_task_ids == {"promote"}
+    assert evaluate.queue == gate.queue == promote.queue == publish.queue == "default"
+    assert dag.get_task("cooldown").downstream_task_ids == {"train"}
+    assert train.downstream_task_ids == {"evaluate"} and evaluate.downstream_task_ids == {"gate"}
+    assert gate.downstream_task_ids == {"approve", "promote"} and approve.downstream_task_ids == {"promote"}
+    assert type(approve).__name__ == "PromotionApproval" and approve.options == ["Approve", "Reject"]
+    assert approve.retries == 0 and set(approve.params) >= {"reason"}
     assert promote.downstream_task_ids == {"publish_champion"}
     assert [a.name for a in publish.outlets] == ["champion_model"]
-    assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless TEXTCLF_RETRAIN_ON_NEW_DATA is set
-    assert set(dag.params) == {"model", "epochs", "seed", "settings", "force_promote", "tolerance",
-                               "min_accuracy"}
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless an opt-in Asset schedule is set
+    assert set(dag.params) == {"model", "epochs", "seed", "settings", "require_approval", "force_promote",
+                               "tolerance", "min_accuracy"}
+    assert dag.params["require_approval"] is False
 
 
-def test_score_graph_maps_shards_and_catches_up(dags: dict[str, Any]) -> None:
+def test_score_graph_maps_shards_and_never_catches_up_by_itself(dags: dict[str, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     dag = dags["textclf_score"]
-    assert dag.catchup is True and dag.timetable.expression == "0 0 * * *"
+    assert dag.catchup is False and type(dag.timetable).__name__ == "CronTriggerTimetable"
+    # unpausing schedules nothing in the past, not even last midnight's run: no start date, no grace period
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(0)
+    assert "backfill" in dag.description and "backfill" in dag.params.get_param("run_date").description.lower()
+    monkeypatch.setenv("TEXTCLF_SCORE_CATCHUP", "true")
+    caught_up = load_dags()["textclf_score"]
+    assert caught_up.catchup is True and caught_up.start_date.date().isoformat() == "2026-11-01"  # the opt-in
+    assert dag.get_task("report").downstream_task_ids == {"drift_alert"}
+    assert [a.name for a in dag.get_task("drift_alert").outlets] == ["drift_alert"]
     sensor = dag.get_task("wait_for_inputs")
     assert sensor.mode == "reschedule"
     assert sensor.downstream_task_ids == {"plan_shards", "commit", "report"}
@@ -348,3 +401,12 @@ def test_retraining_can_follow_new_labeled_data(airflow_db: str, monkeypatch: py
     monkeypatch.setenv("TEXTCLF_RETRAIN_ON_NEW_DATA", "true")
     dag = load_dags()["textclf_retrain"]
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["labeled_data"]
+
+
+def test_retraining_can_follow_drift_alerts_too(airflow_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTCLF_RETRAIN_ON_DRIFT", "true")
+    assert [a.name for a in load_dags()["textclf_retrain"].timetable.asset_condition.objects] == ["drift_alert"]
+    monkeypatch.setenv("TEXTCLF_RETRAIN_ON_NEW_DATA", "true")
+    condition = load_dags()["textclf_retrain"].timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    assert sorted(a.name for a in condition.objects) == ["drift_alert", "labeled_data"]

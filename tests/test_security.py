@@ -698,6 +698,16 @@ def _wait_for(check: Callable[[], object], timeout: float, what: str, proc: subp
     raise AssertionError(f"{what} not within {timeout} s; {log.read_text()[-3000:]}")
 
 
+def _running(proc: object) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its exit status waits to be collected)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_embedded_airflow_requires_a_token_and_listens_on_loopback_only(tmp_path: Path) -> None:
@@ -755,10 +765,16 @@ def test_embedded_airflow_requires_a_token_and_listens_on_loopback_only(tmp_path
         assert all(ip == "127.0.0.1" for _, _, ip, _ in listening), listening
         assert len(tree()) >= 4  # api-server, scheduler, dag-processor, triggerer
 
+        tree()
+        # Ctrl-C: the runner gives Airflow 15 s to stop, then SIGTERM, then SIGKILL 5 s later, each by PID,
+        # and waits for all of it: when it has exited, nothing it started may be left (no grace here).
+        started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+        proc.wait(timeout=40)
+        took = time.monotonic() - started
+        alive = [p for p in seen.values() if _running(p)]
         assert not alive, [(p.pid, p.cmdline()) for p in alive]
+        print(f"make airflow stopped in {took:.1f} s")
     finally:  # on failure: stop the tree gently, then kill what is left, by PID
         if proc.poll() is None:
             tree()

@@ -334,6 +334,24 @@ def open_lake(uri: str, command: str) -> Lake:
     return lake
 
 
+# Words of a storage error that say the endpoint could not be reached (pyarrow/AWS SDK and botocore wordings).
+_UNREACHABLE = ("curlcode", "could not connect", "couldn't connect", "could not resolve", "couldn't resolve",
+                "connection refused", "timed out", "timeout", "name or service not known", "endpoint url",
+                "amazonaws.com", "network", "unreachable")
+
+
+def s3_endpoint_hint(lake_uri: str | None, exc: BaseException) -> str:
+    """For an S3 lake that cannot be reached: the endpoint in use and the variables that set it ('' otherwise)."""
+    if not (lake_uri or "").startswith("s3://") or not any(w in str(exc).lower() for w in _UNREACHABLE):
+        return ""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return (f" (S3 endpoint in use: {os.environ[name]}, from {name}: check that the server is up and "
+                    "the URL is right)")
+    return (" (S3 endpoint in use: AWS's own, as neither AWS_ENDPOINT_URL nor AWS_ENDPOINT_URL_S3 is set: for "
+            "an S3-compatible store set AWS_ENDPOINT_URL, e.g. AWS_ENDPOINT_URL=http://127.0.0.1:8333)")
+
+
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -348,9 +366,10 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
+    from textclf import tflog
     from textclf.progress import BarProgress, NoProgress
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+    tflog.install()  # TensorFlow's C++ start-up chatter is not for users: one INFO line instead, if it loads
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.debug, args.quiet)
@@ -362,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         if args.debug:
             log.exception("failed")
-        print(f"textclf {args.command}: error: {exc}", file=sys.stderr)
+        hint = s3_endpoint_hint(args.lake, exc) if isinstance(exc, StorageError) else ""
+        print(f"textclf {args.command}: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         progress.close()

@@ -216,6 +216,7 @@ class PromoteConfig(StageConfig):
     model_version: str
     policy: PromotionPolicy = PromotionPolicy()
     force: bool = False  # promote even if the gate refuses; recorded as forced
+    approved_by: str | None = None  # who approved the promotion (the Airflow approval step); recorded
 
 
 class ScoreConfig(DatedConfig):

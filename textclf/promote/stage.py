@@ -13,6 +13,7 @@ slow promotion (re-scoring two models) never holds anything that another one cou
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from textclf.config import PromoteConfig, PromotionPolicy, TrainConfig
 from textclf.errors import ModelError, StorageError
 from textclf.lake import Lake
 from textclf.lake.layout import CHAMPION, version_key
-from textclf.model.registry import read_champion_tagged, read_version, write_champion
+from textclf.model.registry import read_champion, read_champion_tagged, read_version, write_champion
 from textclf.promote.gate import decide
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class PromoteResult:
     """What the gate decided for a version, and which version serves now."""
 
     version: str
-    decision: str  # promoted, forced, refused or unchanged
+    decision: str  # promoted, forced, refused, rejected (by a person) or unchanged
     promoted: bool
     reasons: tuple[str, ...]
     champion: str | None
@@ -71,17 +72,27 @@ class PromoteResult:
                 "reasons": list(self.reasons), "champion": self.champion, "champion_uri": self.champion_uri}
 
 
-def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
-    """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
-    version = config.model_version
+def _require_evaluated(lake: Lake, version: str) -> None:
     read_version(lake, version)
     if not lake.exists(f"{version_key(version)}/metrics.json"):
         raise ModelError(f"model version {version} has not been evaluated, so the gate has nothing to compare: "
                          f"run `textclf evaluate --model-version {version}` first")
+
+def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
+    """Apply the gate to a version, record the decision in ``champion.json`` and return it."""
+    version = config.model_version
+    _require_evaluated(lake, version)
     cache: dict[tuple[str, str | None], dict[str, Any]] = {}
+    return _record(lake, version, lambda state: _decide(lake, version, state, config.policy, config.force, cache,
+                                                         config.approved_by))
+
+
+def _record(lake: Lake, version: str, decide_in: Callable[[dict[str, Any]], PromoteResult | None]) -> PromoteResult:
+    """Read ``champion.json``, let ``decide_in`` record a decision in it, and write it back only if nobody
+    wrote it meanwhile (a conditional write); otherwise decide again against what is there now."""
     for attempt in range(1, CAS_ATTEMPTS + 1):
         state, tag = read_champion_tagged(lake)
-        result = _decide(lake, version, state, config.policy, config.force, cache)
+        result = decide_in(state)
         if result is None or write_champion(lake, state, tag):  # unchanged, or recorded
             return result or PromoteResult(version, "unchanged", False, ("already the champion",), version,
                                            lake.uri_of(CHAMPION))
@@ -91,12 +102,73 @@ def promote(lake: Lake, config: PromoteConfig) -> PromoteResult:
                        "attempts): other promotions are running; retry")
 
 
-def _decide(lake: Lake, version: str, state: dict[str, Any], policy: PromotionPolicy, force: bool,
-            cache: dict[tuple[str, str | None], dict[str, Any]]) -> PromoteResult | None:
-    """Decide against ``state`` and record the decision in it (the caller writes it); None: already champion."""
+@dataclass(frozen=True)
+class GatePreview:
+    """What the gate would decide now, with the numbers behind it; nothing is recorded."""
+
+    version: str
+    decision: str  # promoted, forced, refused or unchanged: what ``promote`` would record
+    reasons: tuple[str, ...]
+    candidate: dict[str, Any]  # accuracy, macro_f1 (and the linear reference's when evaluated)
+    champion: dict[str, Any] | None  # version, accuracy, macro_f1 on the same split; None without a champion
+    report_uri: str
+
+    @property
+    def passes(self) -> bool:
+        return self.decision in ("promoted", "forced")
+
+    def summary(self) -> dict[str, Any]:
+        return {"model_version": self.version, "decision": self.decision, "passes": self.passes,
+                "reasons": list(self.reasons), "candidate": self.candidate, "champion": self.champion,
+                "report": self.report_uri}
+
+
+def preview(lake: Lake, config: PromoteConfig) -> GatePreview:
+    """The gate's decision for a version against the current champion, without recording it."""
+    version = config.model_version
+    _require_evaluated(lake, version)
+    report = lake.uri_of(f"{version_key(version)}/report.html")
+    state = read_champion(lake)
     current = state.get("champion")
     if current and current["version"] == version:
-        return None
+        return GatePreview(version, "unchanged", ("already the champion",), {}, None, report)
+    decision, candidate, champion, _ = _compare(lake, version, current, config.policy, config.force, {})
+    reference = (candidate.get("linear_reference") or {}).get("macro_f1")
+    return GatePreview(
+        version, decision.outcome, decision.reasons,
+        {"accuracy": candidate["accuracy"], "macro_f1": candidate["macro_f1"], "linear_reference_macro_f1": reference},
+        None if current is None or champion is None else {
+            "version": current["version"], "accuracy": champion["accuracy"], "macro_f1": champion["macro_f1"]},
+        report)
+
+
+def reject(lake: Lake, version: str, by: str | None, reason: str | None) -> PromoteResult:
+    """Record that a person rejected a version the gate would have promoted; the champion stays."""
+    _require_evaluated(lake, version)
+    who = by or "an operator"
+    reasons = (f"rejected by {who}" + (f": {reason.strip()}" if reason and reason.strip() else " (no reason given)"),)
+    metrics = lake.read_json(f"{version_key(version)}/metrics.json")
+
+    def record(state: dict[str, Any]) -> PromoteResult:
+        current = state.get("champion")
+        state.setdefault("history", []).append({
+            "at": utc_now_iso(), "model_version": version, "decision": "rejected", "promoted": False,
+            "forced": False, "reasons": list(reasons), "rejected_by": by, "reason": (reason or "").strip() or None,
+            "candidate": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+            "champion": None if not current else {"version": current["version"]},
+        })
+        return PromoteResult(version, "rejected", False, reasons, current["version"] if current else None,
+                             lake.uri_of(CHAMPION))
+
+    result = _record(lake, version, record)
+    log.info("rejected %s: %s", version, reasons[0])
+    return result
+
+
+def _compare(lake: Lake, version: str, current: dict[str, Any] | None, policy: PromotionPolicy, force: bool,
+             cache: dict[tuple[str, str | None], dict[str, Any]]
+             ) -> tuple[Any, dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """The gate's decision, the candidate's and champion's metrics on one test split, and that split."""
     candidate_metrics = lake.read_json(f"{version_key(version)}/metrics.json")
     champion_metrics = None
     split = candidate_metrics.get("test_split", {})
@@ -112,7 +184,17 @@ def _decide(lake: Lake, version: str, state: dict[str, Any], policy: PromotionPo
             candidate_metrics = _metrics_for(lake, version, fingerprint, test, cache)
             champion_metrics = _metrics_for(lake, current["version"], fingerprint, test, cache)
             split = candidate_metrics["test_split"]
-    decision = decide(candidate_metrics, champion_metrics, policy, force)
+    return decide(candidate_metrics, champion_metrics, policy, force), candidate_metrics, champion_metrics, split
+
+
+def _decide(lake: Lake, version: str, state: dict[str, Any], policy: PromotionPolicy, force: bool,
+            cache: dict[tuple[str, str | None], dict[str, Any]], approved_by: str | None = None
+            ) -> PromoteResult | None:
+    """Decide against ``state`` and record the decision in it (the caller writes it); None: already champion."""
+    current = state.get("champion")
+    if current and current["version"] == version:
+        return None
+    decision, candidate_metrics, champion_metrics, split = _compare(lake, version, current, policy, force, cache)
     record: dict[str, Any] = {
         "at": utc_now_iso(), "model_version": version, "decision": decision.outcome,
         "promoted": decision.promoted, "forced": decision.forced, "reasons": list(decision.reasons),
@@ -122,10 +204,14 @@ def _decide(lake: Lake, version: str, state: dict[str, Any], policy: PromotionPo
             "macro_f1": champion_metrics["macro_f1"]},
         "test_split": split, "policy": policy.as_record(),
     }
+    if approved_by is not None:
+        record["approved_by"] = approved_by
     state.setdefault("history", []).append(record)  # written only if nothing was recorded meanwhile
     if decision.promoted:
         state["champion"] = {"version": version, "promoted_at": record["at"], "forced": decision.forced,
                              "reasons": record["reasons"]}
+        if approved_by is not None:
+            state["champion"]["approved_by"] = approved_by
     log.info("%s %s: %s", decision.outcome, version, "; ".join(decision.reasons))
     return PromoteResult(version, decision.outcome, decision.promoted, decision.reasons,
                          state["champion"]["version"] if state.get("champion") else None, lake.uri_of(CHAMPION))

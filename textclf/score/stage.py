@@ -101,15 +101,18 @@ def _score_files(lake: Lake, config: ScoreConfig, progress: Progress) -> dict[st
 
     import numpy as np
     import pyarrow.compute as pc
-    import tensorflow as tf
-
-    from textclf.model.registry import load_model
 
     if config.shard is None:
         raise UsageError("score_shard needs a shard number (0 to num_shards - 1)")
     shard = config.shard
+    progress = progress or NoProgress()
+    # The cheap checks first: a date without data or a lake without a champion fails before TensorFlow loads.
     snapshot, source = _require_input(lake, config.date)
     version = _resolve_version(lake, config.model_version)
+    import tensorflow as tf
+
+    from textclf.model.registry import load_model
+
     loaded = load_model(lake, version)
     vocabulary = model_vocabulary(loaded.model)
     classes = loaded.classes
