@@ -161,3 +161,15 @@ def pytest_runtest_call(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
 def pytest_runtest_teardown(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
     _allow_processes(None)  # session fixtures may be stopped after any test
     yield
+
+
+@pytest.fixture(autouse=True)
+def restore_textclf_logger() -> Iterator[None]:
+    """``textclf.cli.main`` configures the ``textclf`` logger for a terminal (its own handler, no propagation);
+    a test calling it in process must not take the log records away from the tests after it (caplog)."""
+    import logging
+
+    logger = logging.getLogger("textclf")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved
