@@ -86,6 +86,20 @@ def test_a_failure_before_the_commit_keeps_the_snapshot_and_removes_the_files(la
     assert not [k for k in table.lake.list_files(table.date_key(D)) if writer.run in k]
 
 
+def test_a_failed_first_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_bytes("other/keep.txt", b"x")  # the lake's other contents stay
+    table = table_of(lake.uri)
+    with pytest.raises(RuntimeError, match="boom"), table.writer(D) as writer:
+        part = writer.parquet("part-00000.parquet", SCHEMA)
+        part.write(pa.table({"doc_id": ["new"], "n": [1]}, schema=SCHEMA))
+        writer.close_parquet(part)
+        raise RuntimeError("boom")
+    assert table.delta() is None and table.summary(D) is None
+    left = sorted(str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake").rglob("*"))
+    assert left == ["other", "other/keep.txt"]  # no empty date or table folder
+
+
 def test_a_commit_given_up_by_its_check_removes_its_files(tmp_path: Path) -> None:
     table = table_of(str(tmp_path / "lake"))
     commit(table, D, "old")

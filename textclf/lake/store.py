@@ -355,6 +355,22 @@ class Lake:
             if self.exists(key):
                 raise wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
 
+    def remove_empty_folders(self, key: str) -> None:
+        """On a local lake, remove ``key``'s folder and then its parents while they are empty (up to the lake's
+        root, which stays). Object stores have no folders, so there is nothing to do there."""
+        import pyarrow.fs as pafs
+
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            return
+        path, root = os.path.abspath(self.path(key)), os.path.abspath(self.root)
+        while path.startswith(root + os.sep):
+            try:
+                os.rmdir(path)  # only ever removes an empty folder
+            except OSError:  # not empty (another run's files), or already gone
+                if os.path.isdir(path):
+                    return
+            path = os.path.dirname(path)
+
     def delete_tree(self, key: str) -> None:
         """Delete a key and everything below it, if present."""
         import pyarrow.fs as pafs

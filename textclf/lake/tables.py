@@ -556,3 +556,6 @@ class DateWriter:
             except StorageError:
                 log.warning("could not remove %s (vacuum will)", self.lake.uri_of(self.table.file_key(path)))
         self.files = []
+        # A first run of a date (or of the table) that failed leaves no empty folders behind either.
+        with contextlib.suppress(OSError):
+            self.lake.remove_empty_folders(self.table.date_key(self.date))
