@@ -95,6 +95,21 @@ def test_every_malformed_case_goes_to_quarantine_with_its_reason(tmp_path: Path)
     assert all(r["source_file"] == str(src) for r in rejects)
 
 
+def test_an_over_long_unlabeled_text_is_cut_and_counted_not_dropped(tmp_path: Path) -> None:
+    src = tmp_path / "long.csv"
+    src.write_text("id,text\nshort,a short text\nlong," + "word " * 30 + "\n", encoding="utf-8")
+    m = ingest(Lake(str(tmp_path / "lake")), unlabeled(max_text_chars=50, sources=(str(src),))).manifest
+    assert_counts_add_up(m)
+    assert (m["rows"], m["quarantined_rows"], m["truncated_rows"], m["truncated_doc_ids"]) == (2, 0, 1, ["long"])
+    data, _ = read(str(tmp_path / "lake"), "unlabeled")
+    texts = {r["doc_id"]: r["text"] for r in data}
+    assert texts["short"] == "a short text" and texts["long"] == ("word " * 10).strip()  # its first 50 characters
+    # the same limit quarantines it when asked to, as it always does for labeled data
+    strict = ingest(Lake(str(tmp_path / "strict")), unlabeled(max_text_chars=50, truncate_unlabeled=False,
+                                                              sources=(str(src),))).manifest
+    assert (strict["rows"], strict["quarantine_reasons"], strict["truncated_rows"]) == (1, {"text_too_long": 1}, 0)
+
+
 def write_formats(tmp_path: Path, rows: list[dict]) -> dict[str, Path]:
     """The same rows as CSV, TSV, JSON Lines and Parquet, plain, gzip and zstd."""
     import pyarrow.csv as pacsv

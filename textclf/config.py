@@ -114,7 +114,10 @@ class IngestConfig(DatedConfig):
     text_col: str = "text"
     label_col: str = "label"
     id_col_required: bool = False  # True when the user named the id column explicitly
-    max_text_chars: int = Field(100_000, ge=1)  # longer texts are quarantined as text_too_long
+    # Longer labeled texts are quarantined as text_too_long. Longer unlabeled texts are cut to the limit and
+    # scored (a consumer expects one prediction per document), counted in the summary as truncated_rows.
+    max_text_chars: int = Field(100_000, ge=1)
+    truncate_unlabeled: bool = True  # False: quarantine over-long unlabeled texts too
     batch_rows: int = Field(65_536, ge=1)
     max_rows_per_file: int = Field(1_000_000, ge=1)
     workers: int = Field(0, ge=0)  # threads normalising batches; 0: one per core, at most 4

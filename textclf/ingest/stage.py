@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+TRUNCATED_IDS_SHOWN = 100  # doc ids of cut texts listed in a date's summary; truncated_rows counts them all
 
 
 def dataset_schema(labeled: bool) -> pa.Schema:
@@ -109,9 +110,10 @@ class DataFiles:
             self._close_current()
 
 
-def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tuple[pa.Table | None,
-                                                                                  list[pa.RecordBatch]]:
-    """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows). Pure."""
+def process_batch(batch: SourceBatch, source: str, config: IngestConfig
+                  ) -> tuple[pa.Table | None, list[pa.RecordBatch], list[str]]:
+    """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows, doc ids of the kept
+    rows whose text was cut to ``max_text_chars``). Pure."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -123,7 +125,7 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
                              [m.source_row for m in batch.malformed], texts=[m.raw for m in batch.malformed])
                 ] if batch.malformed else []
     if batch.num_rows == 0:
-        return None, rejected
+        return None, rejected, []
 
     texts, undecodable = decode_array(batch.texts)
     # ids and labels get the same UTF-8 / Windows-1252 decoding as the text; undecodable ones quarantine the row
@@ -141,14 +143,19 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
 
     lengths = pc.fill_null(pc.utf8_length(texts), 0)
     too_long = pc.greater(lengths, config.max_text_chars)
-    normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
+    truncate = not labeled and config.truncate_unlabeled
+    if truncate:  # cut, then normalised like any text; the mask stays to report which documents were cut
+        normalized = normalize_text(pc.if_else(too_long, pc.utf8_slice_codeunits(texts, 0, config.max_text_chars),
+                                               texts))
+    else:
+        normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
     empty = pc.fill_null(pc.equal(pc.utf8_length(normalized), 0), True)
 
     # First matching reason wins; `taken` marks rows already quarantined.
     checks: list[tuple[str, pa.Array, Any]] = [
         ("invalid_encoding", undecodable, encoding_detail),
-        ("text_too_long", too_long, lambda sel: [f"{n} characters > limit {config.max_text_chars}"
-                                                 for n in pc.filter(lengths, sel).to_pylist()]),
+        ("text_too_long", pa.array(np.zeros(len(texts), dtype=bool)) if truncate else too_long,
+         lambda sel: [f"{n} characters > limit {config.max_text_chars}" for n in pc.filter(lengths, sel).to_pylist()]),
         ("empty_text", empty, "text is empty after normalisation"),
     ]
     if ids is not None:
@@ -179,13 +186,14 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
     keep = pc.invert(taken)
     kept_text = pc.filter(normalized, keep)
     if len(kept_text) == 0:
-        return None, rejected
+        return None, rejected, []
     columns = {"doc_id": pc.filter(ids, keep) if ids is not None else text_doc_ids(kept_text), "text": kept_text}
+    truncated = pc.filter(columns["doc_id"], pc.filter(too_long, keep)).to_pylist() if truncate else []
     if labeled:
         columns["label"] = pc.filter(labels, keep)
     columns["source_file"] = pa.repeat(pa.scalar(source, pa.string()), len(kept_text))
     columns["source_row"] = pc.filter(batch.source_rows, keep)
-    return pa.table(columns, schema=dataset_schema(labeled)), rejected
+    return pa.table(columns, schema=dataset_schema(labeled)), rejected, truncated
 
 
 def _decode_field(arr: pa.Array | None) -> tuple[pa.Array | None, pa.Array | None]:
@@ -244,10 +252,10 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
             for batch in reader.batches():
                 yield index, batch
 
-    def process(item: tuple[int, SourceBatch]) -> tuple[int, int, pa.Table | None, list[pa.RecordBatch]]:
+    def process(item: tuple[int, SourceBatch]) -> tuple[int, int, pa.Table | None, list[pa.RecordBatch], list[str]]:
         index, batch = item
-        kept, rejected = process_batch(batch, readers[index].uri, config)
-        return index, batch.num_rows + len(batch.malformed), kept, rejected
+        kept, rejected, truncated = process_batch(batch, readers[index].uri, config)
+        return index, batch.num_rows + len(batch.malformed), kept, rejected, truncated
 
     input_rows = [0] * len(readers)
     id_hashes: list[np.ndarray] = []
@@ -266,8 +274,11 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
         rejects = QuarantineFile(qwriter)
         data = DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
         progress.start(total_bytes, f"ingest {config.kind}")
-        for index, n_input, kept, rejected in _ordered_map(process, batches(), workers, ahead=2 * workers):
+        truncated_ids: list[str] = []
+        for index, n_input, kept, rejected, truncated in _ordered_map(process, batches(), workers,
+                                                                      ahead=2 * workers):
             input_rows[index] += n_input
+            truncated_ids.extend(truncated)
             for batch in rejected:
                 rejects.write(batch)
             if kept is not None:
@@ -289,6 +300,11 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
         common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": run,
                   "input_rows": total_input, "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
+        if not labeled:  # kept and scored, cut to the limit: which ones (the first TRUNCATED_IDS_SHOWN)
+            common.update(truncated_rows=len(truncated_ids), truncated_doc_ids=truncated_ids[:TRUNCATED_IDS_SHOWN])
+            if truncated_ids:
+                log.warning("%d unlabeled text(s) longer than %d characters were cut to the limit and kept, "
+                            "e.g. %s", len(truncated_ids), config.max_text_chars, ", ".join(truncated_ids[:5]))
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
         qwriter.commit({**common, "rows": quarantined})

@@ -262,6 +262,8 @@ def commit_predictions(lake: Lake, config: ScoreConfig,
         # Exact duplicates are the same document received twice: they are not eligible, and not quarantined.
         "input_rows": eligible + quarantined, "quarantined_rows": quarantined,
         "duplicates_removed": source.get("duplicates_removed", 0), "received_rows": source.get("input_rows"),
+        # Scored from their first max_text_chars characters (ingest cut them): the source's summary lists them.
+        "truncated_rows": source.get("truncated_rows", 0),
         "num_shards": num_shards, "source": lake.uri_of(dataset_key("unlabeled", date)),
         "source_ingest_run": source.get("ingest_run"), "source_version": source.get("table_version"),
         "source_created_at": source.get("created_at"),
