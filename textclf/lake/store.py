@@ -631,7 +631,12 @@ class Lake:
         self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
     ) -> Iterator[pa.RecordBatch]:
         """Stream record batches of a committed partition's Parquet files."""
-        for file_key in self.partition_files(key):
+        return self.iter_file_batches(self.partition_files(key), columns, batch_size)
+
+    def iter_file_batches(self, file_keys: list[str], columns: list[str] | None = None, batch_size: int = 65_536
+                          ) -> Iterator[pa.RecordBatch]:
+        """Stream record batches of the given Parquet files, in order; a missing column is a clear error."""
+        for file_key in file_keys:
             pf = self.parquet_file(file_key)
             missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
             if missing:

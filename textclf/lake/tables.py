@@ -251,15 +251,7 @@ class Table:
     def iter_batches(self, date: str, columns: list[str] | None = None, batch_size: int = 65_536,
                      snapshot: Snapshot | None = None) -> Iterator[pa.RecordBatch]:
         """Stream a date's rows (without the date column) from the files of one snapshot."""
-        for file_key in self.file_keys(date, snapshot):
-            pf = self.lake.parquet_file(file_key)
-            missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
-            if missing:
-                raise StorageError(f"{self.lake.uri_of(file_key)} has no column(s) {', '.join(missing)}")
-            try:
-                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
-            except OSError as exc:  # the store went away mid-read
-                raise wrap_os_error(f"cannot read {self.lake.uri_of(file_key)}", exc) from exc
+        return self.lake.iter_file_batches(self.file_keys(date, snapshot), columns, batch_size)
 
     def read(self, date: str, columns: list[str] | None = None, snapshot: Snapshot | None = None) -> pa.Table:
         """A date's rows in memory (small dates only), without the date column."""
