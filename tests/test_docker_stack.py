@@ -220,7 +220,7 @@ def test_init_provisioned_what_the_dags_need(deployment: Deployment) -> None:
 # -- the pipeline -----------------------------------------------------------------------------------
 def land_demo_files(deployment: Deployment) -> None:
     """The demo corpus (labeled CSV.gz, unlabeled JSON Lines .zst, 2% malformed rows) into LAKE/landing/."""
-    from textclf.corpus import CorpusSpec, write_corpus
+    from textclf.demo.corpus import CorpusSpec, write_corpus
 
     s3 = deployment.s3()
     specs = {"labeled": (CorpusSpec(rows=LABELED_ROWS, labeled=True, seed=11, dirty_fraction=DIRTY_FRACTION),
