@@ -13,7 +13,7 @@ help:
 	@echo "make demo        generate the demo corpus and run the three DAGs through Airflow (all under ./demo)"
 	@echo "make airflow     the Airflow UI on http://127.0.0.1:8080 with the project's DAGs (Ctrl-C stops it)"
 	@echo "make test        lint, type check and every test tier (starts its own servers); what CI runs"
-	@echo "make test-fast   the unit, data, model and dags tiers: no server, no subprocess (the inner loop)"
+	@echo "make test-fast   the unit, data and model tiers: no server, no subprocess, no DAG run (the inner loop)"
 	@echo "make test-slow   the slow tests (large files, ../shared/datasets when present)"
 	@echo "make test-docker the Docker deployment built and started for real (root; its own dockerd)"
 	@echo "make test-docker-gpu  the same with the CUDA image on the gpu worker (in make test-slow)"
@@ -54,8 +54,9 @@ test-docker: $(STAMP)
 test-docker-gpu: $(STAMP)
 	TEXTCLF_DOCKER_TESTS=1 TEXTCLF_DOCKER_GPU=1 $(BIN)/pytest -p no:cacheprovider -s tests/test_docker_stack.py
 
+# The dags tier (dag.test() runs of whole DAGs, about a minute more) runs in make test, or: pytest -m dags
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration and not slow"
+	$(BIN)/pytest -m "not integration and not slow and not dags"
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -1,26 +1,42 @@
-"""Nightly scoring: one predictions partition per daily data interval, backfills by catchup.
+"""Nightly scoring: one predictions partition per daily data interval.
+
+**What unpausing does:** the scheduler starts one run at each midnight (UTC) for the day that
+ended, from the next midnight on. Unpausing never creates a run for a time already past: no
+catchup, and not even yesterday's run (set ``TEXTCLF_SCORE_CATCHUP=true`` to have it catch up from
+``TEXTCLF_SCORE_START_DATE``). A manual trigger scores the day named by ``run_date``, else the day
+before its logical date. To score a range of past days, backfill explicitly: the trigger form's
+**Backfill** option or ``airflow backfill create --dag-id textclf_score --from-date D1 --to-date D2``
+creates the runs of the midnights D1..D2, which score the days D1-1..D2-1.
 
 ``wait_for_inputs`` waits (rescheduling, so it holds no worker slot) until a champion model and
 the day's ingested unlabeled data exist, logging what it waits for; after
 ``TEXTCLF_SCORE_WAIT_SECONDS`` (default 6 hours) it fails. The day's documents are then scored as
-``shards`` independent mapped tasks, committed together as one partition with one manifest, and
-the scoring report is written. The ``predictions`` Asset event carries the partition URI.
+``shards`` independent mapped tasks, committed together in one Delta commit of the predictions table, and
+the scoring report is written. The ``predictions`` Asset event carries the table URI, the date and
+the table version. When the report raises an alert-level drift signal, ``drift_alert`` emits the
+``drift_alert`` Asset with the signals (``textclf_retrain`` can run on it, see its docs); otherwise it
+is skipped. ``vacuum`` then removes table files replaced more than ``TEXTCLF_VACUUM_RETENTION_DAYS``
+(default 7) days ago.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
-from textclf_airflow import DEFAULT_ARGS, PREDICTIONS, announce, interval_date, open_lake
+from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from textclf_airflow import DEFAULT_ARGS, DRIFT_ALERT, PREDICTIONS, announce, interval_date, lake_link, open_lake
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = float(os.environ.get("TEXTCLF_SCORE_WAIT_SECONDS", 6 * 3600))
+VACUUM_RETENTION_DAYS = float(os.environ.get("TEXTCLF_VACUUM_RETENTION_DAYS", 7))
 POKE_SECONDS = float(os.environ.get("TEXTCLF_SCORE_POKE_SECONDS", 300))
-# The first night catchup backfills; set it to the day the deployment starts scoring.
+# With catchup on, the first day it catches up from; set it to the day the deployment starts scoring.
 START_DATE = pendulum.parse(os.environ.get("TEXTCLF_SCORE_START_DATE", "2026-11-01"), tz="UTC")
+# Off: unpausing schedules tonight's run only. Past days are backfilled explicitly (docs/airflow.md).
+CATCHUP = os.environ.get("TEXTCLF_SCORE_CATCHUP", "").strip().lower() in ("1", "true")
 
 
 @task.sensor(poke_interval=POKE_SECONDS, timeout=WAIT_SECONDS, mode="reschedule")
@@ -62,14 +78,14 @@ def score_shard(spec: dict) -> dict:
 
 @task(outlets=[PREDICTIONS])
 def commit(inputs: dict, shards: list[dict]) -> dict:
-    """Publish all shards as the day's predictions partition, manifest last."""
+    """Commit all shards as the day's predictions, in one Delta commit."""
     from textclf.config import ScoreConfig
     from textclf.score.stage import commit_predictions
 
     config = ScoreConfig(date=inputs["date"], model_version=inputs["model_version"], num_shards=len(shards))
     summary = commit_predictions(open_lake(), config).summary()
     announce(get_current_context(), PREDICTIONS, uri=summary["predictions"], run_date=inputs["date"],
-             model_version=summary["model_version"], rows=summary["rows"])
+             table_version=summary["table_version"], model_version=summary["model_version"], rows=summary["rows"])
     return summary
 
 
@@ -82,20 +98,53 @@ def report(inputs: dict) -> dict:
     written = report(open_lake(), ReportConfig(date=inputs["date"]))
     for warning in written.warnings:
         log.warning("scoring report for %s: %s", inputs["date"], warning)
-    return written.summary()
+    log.info("scoring report: %s", lake_link(f"reports/run_date={inputs['date']}/report.html"))
+    alerts = [s for s in written.content.get("signals", []) if s.get("status") == "alert"]
+    return {**written.summary(), "alerts": alerts}
+
+
+@task(outlets=[DRIFT_ALERT])
+def drift_alert(reported: dict) -> dict:
+    """Emit the ``drift_alert`` Asset when the report raised an alert; skipped otherwise."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    alerts = reported.get("alerts") or []
+    if not alerts:
+        raise AirflowSkipException(f"no alert-level drift signal in the report of {reported['run_date']}")
+    signals = [{k: s.get(k) for k in ("name", "value", "baseline", "threshold", "status", "message")} for s in alerts]
+    for s in signals:
+        log.warning("drift alert for %s: %s", reported["run_date"], s["message"])
+    announce(get_current_context(), DRIFT_ALERT, run_date=reported["run_date"], report=reported["report"],
+             signals=signals)
+    return {"run_date": reported["run_date"], "signals": signals}
+
+
+@task
+def vacuum() -> dict:
+    """Delete table files replaced before the retention, so replaced snapshots do not pile up."""
+    from textclf.config import VacuumConfig
+    from textclf.lake.maintenance import vacuum
+
+    return vacuum(open_lake(), VacuumConfig(retention_days=VACUUM_RETENTION_DAYS)).summary()
 
 
 @dag(
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=True,
+    # A run at midnight covers the day that ended ([D, D+1) for the run at D+1 00:00). Without catchup there is
+    # no start date and run_immediately is 0: unpausing schedules the next midnight's run, never a past one
+    # (with a start date, or within 2.4 h of midnight by default, Airflow would schedule the last midnight's).
+    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=dt.timedelta(days=1),
+                                  run_immediately=dt.timedelta(0)),
+    description="nightly scoring, no catchup: unpausing schedules tonight's run only; backfill past days",
+    start_date=START_DATE if CATCHUP else None,
+    catchup=CATCHUP,
     max_active_runs=2,
     default_args=DEFAULT_ARGS,
     params={
         "shards": Param(2, type="integer", minimum=1, maximum=256, description="mapped scoring tasks"),
         "run_date": Param(None, type=["null", "string"], format="date",
-                          description="score this date instead of the data interval's"),
+                          description="the day to score (empty: the day before the run's logical date). "
+                                      "Unpausing starts no runs for past days: backfill them instead"),
         "model_version": Param(None, type=["null", "string"], description="default: the champion"),
     },
     tags=["textclf"],
@@ -104,7 +153,10 @@ def textclf_score() -> None:
     inputs = wait_for_inputs()
     shards = score_shard.expand(spec=plan_shards(inputs))
     committed = commit(inputs, shards)
-    committed >> report(inputs)
+    reported = report(inputs)
+    committed >> reported
+    drift_alert(reported)
+    committed >> vacuum()
 
 
 textclf_score()

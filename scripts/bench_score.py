@@ -54,6 +54,7 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
     from textclf.demo.corpus import CorpusSpec, write_corpus
     from textclf.ingest.stage import ingest
     from textclf.lake import Lake
+    from textclf.lake.tables import dataset_table
     from textclf.model.registry import list_versions
     from textclf.model.train import train
     from textclf.promote.stage import promote
@@ -70,7 +71,7 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
         promote(Lake(str(lake)), PromoteConfig(model_version=versions[DEFAULT], force=True))
     for n in docs:
         date = date_for(n)
-        if store.read_manifest(f"datasets/unlabeled/ingest_date={date}") is None:
+        if dataset_table(store, "unlabeled").summary(date) is None:
             source = work / f"unlabeled-{n}.parquet"
             write_corpus(CorpusSpec(rows=n, labeled=False, seed=7, label_noise=0.0, id_prefix="u"), source)
             ingest(Lake(str(lake)), IngestConfig(kind="unlabeled", date=date, sources=(str(source),)))
@@ -80,8 +81,9 @@ def setup(lake: Path, work: Path, docs: list[int]) -> dict[str, str]:
 
 def read_texts(lake: str, date: str) -> list[str]:
     from textclf.lake import Lake
+    from textclf.lake.tables import dataset_table
 
-    return Lake(lake).read_table(f"datasets/unlabeled/ingest_date={date}", columns=["text"]).column("text").to_pylist()
+    return dataset_table(Lake(lake), "unlabeled").read(date, columns=["text"]).column("text").to_pylist()
 
 
 def child(mode: str, lake: str, date: str, version: str, batch_rows: int) -> dict:

@@ -52,12 +52,12 @@ def check_partition(lake: str, date: str) -> dict[str, int]:
     import pyarrow.compute as pc
 
     from textclf.lake import Lake
-    from textclf.lake.layout import dataset_key, predictions_key
+    from textclf.lake.tables import dataset_table, predictions_table
 
     store = Lake(lake)
-    manifest = store.verify(predictions_key(date))
-    ids = store.read_table(predictions_key(date), columns=["doc_id"]).column("doc_id")
-    source = store.require_manifest(dataset_key("unlabeled", date))
+    manifest = predictions_table(store).verify(date)  # checksums, and the Delta log's row count
+    ids = predictions_table(store).read(date, columns=["doc_id"]).column("doc_id")
+    source = dataset_table(store, "unlabeled").require_summary(date)
     problems = []
     if manifest["rows"] + manifest["quarantined_rows"] != manifest["input_rows"]:
         problems.append("rows + quarantined_rows != input_rows")

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,15 +81,77 @@ def write_csv(path: Path, rows: list[tuple], header: tuple = ("id", "text", "lab
     return path
 
 
-def train_evaluated(lake: Lake, config: TrainConfig, explain_count: int = 2) -> str:
-    """Train a version and evaluate it, as ``textclf train`` does; returns the version id."""
+def train_evaluated(lake: Lake, config: TrainConfig, explain_count: int = 2, linear_reference: bool = True) -> str:
+    """Train a version and evaluate it, as ``textclf train`` does; returns the version id.
+
+    ``explain_count=0`` and ``linear_reference=False`` skip the report's LIME and reference sections
+    (seconds each) where a test does not look at them.
+    """
     from textclf.config import EvaluateConfig
     from textclf.evaluate.stage import evaluate
     from textclf.model.train import train
 
     version = train(lake, config).version
-    evaluate(lake, EvaluateConfig(model_version=version, explain_count=explain_count))
+    evaluate(lake, EvaluateConfig(model_version=version, explain_count=explain_count,
+                                  linear_reference=linear_reference))
     return version
+
+
+# -- one small trained lake for the session --------------------------------------------------------------------------
+
+LABELED_DATE = "2026-04-30"
+SCORE_DATE = "2026-05-01"
+# The default architecture, sized for tests of mechanics (registry, gate, scoring) rather than of accuracy:
+# a 20,000-entry word vocabulary and epochs of 10 steps, not 50. It still clears the gate's 0.70 floor.
+SMALL_DEFAULT = TrainConfig(epochs=4, max_tokens=20_000, min_steps_per_epoch=10)
+
+
+@dataclass(frozen=True)
+class TrainedLake:
+    """A local lake: 900 labeled demo rows on LABELED_DATE, one trained and evaluated version of the
+    default architecture (not promoted), and 400 dirty unlabeled rows on SCORE_DATE."""
+
+    path: Path
+    version: str
+
+    def copy(self, dest: Path) -> str:
+        """A copy to change (``shutil.copytree`` of a local lake: milliseconds); returns its URI."""
+        shutil.copytree(self.path, dest)
+        return str(dest)
+
+
+def _build_trained_lake(root: Path) -> str:
+    from textclf.config import IngestConfig
+    from textclf.demo.corpus import CorpusSpec, write_corpus
+    from textclf.ingest.stage import ingest
+
+    lake = Lake(str(root / "lake"))
+    labeled, unlabeled = root / "labeled.csv", root / "unlabeled.jsonl"
+    write_corpus(CorpusSpec(rows=900, seed=11, id_prefix="l-"), labeled)
+    ingest(lake, IngestConfig(kind="labeled", date=LABELED_DATE, sources=(str(labeled),)))
+    version = train_evaluated(lake, SMALL_DEFAULT)
+    write_corpus(CorpusSpec(rows=400, labeled=False, seed=12, dirty_fraction=0.05, id_prefix="u-"), unlabeled)
+    ingest(lake, IngestConfig(kind="unlabeled", date=SCORE_DATE, sources=(str(unlabeled),)))
+    return version
+
+
+@pytest.fixture(scope="session")
+def trained_lake(tmp_path_factory: pytest.TempPathFactory) -> TrainedLake:
+    """The session's trained lake, built once (once for all pytest-xdist workers); read it, or ``copy`` it."""
+    import fcntl
+    import json
+
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker has its own basetemp inside the session's: build the lake there, under a lock.
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained-lake"
+    root.mkdir(exist_ok=True)
+    done = root / "version.json"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(root / "lake", ignore_errors=True)  # what a failed build in another worker left
+            done.write_text(json.dumps(_build_trained_lake(root)))
+    return TrainedLake(root / "lake", json.loads(done.read_text()))
 
 
 TIERS = ("unit", "data", "model", "dags", "integration")
@@ -161,3 +224,15 @@ def pytest_runtest_call(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
 def pytest_runtest_teardown(item: pytest.Item):  # noqa: ANN201 - a hook wrapper
     _allow_processes(None)  # session fixtures may be stopped after any test
     yield
+
+
+@pytest.fixture(autouse=True)
+def restore_textclf_logger() -> Iterator[None]:
+    """``textclf.cli.main`` configures the ``textclf`` logger for a terminal (its own handler, no propagation);
+    a test calling it in process must not take the log records away from the tests after it (caplog)."""
+    import logging
+
+    logger = logging.getLogger("textclf")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved

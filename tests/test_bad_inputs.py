@@ -30,7 +30,7 @@ from textclf.config import IngestConfig
 from textclf.errors import InputFileError
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
-from textclf.lake.layout import dataset_key, quarantine_key
+from textclf.lake.tables import dataset_table, quarantine_table
 
 pytestmark = pytest.mark.data
 
@@ -295,9 +295,8 @@ class Outcome:
 
 def assert_nothing_committed(lake_dir: Path, kind: str) -> None:
     lake = Lake(str(lake_dir))
-    assert lake.list_partitions(f"datasets/{kind}") == []
-    assert lake.list_partitions(f"quarantine/{kind}") == []
-    assert not list(lake_dir.rglob("_MANIFEST.json"))
+    assert dataset_table(lake, kind).snapshot() is None and quarantine_table(lake, kind).snapshot() is None
+    assert not [p for p in lake_dir.rglob("*") if p.is_file()]  # the refused run's files were removed
     assert not list(lake_dir.rglob("*.parquet"))  # not even staged files are left behind
 
 
@@ -552,11 +551,11 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"]
     assert (m["rows"], m["quarantine_reasons"], m["duplicates_removed"]) == (case.rows, case.reasons, case.duplicates)
     lake = Lake(str(lake_dir))
-    lake.verify(dataset_key(case.kind, DATE))
-    data = lake.read_table(dataset_key(case.kind, DATE)).to_pylist()
-    rejects = lake.read_table(quarantine_key(case.kind, DATE)).to_pylist()
+    dataset_table(lake, case.kind).verify(DATE)
+    data = dataset_table(lake, case.kind).read(DATE).to_pylist()
+    rejects = quarantine_table(lake, case.kind).read(DATE).to_pylist()
     assert len(data) == m["rows"] and len(rejects) == m["quarantined_rows"]
-    assert lake.read_manifest(quarantine_key(case.kind, DATE))["rows"] == m["quarantined_rows"]
+    assert quarantine_table(lake, case.kind).verify(DATE)["rows"] == m["quarantined_rows"]
     assert Counter(r["reason"] for r in rejects) == Counter(case.reasons)
     assert all(r["source_file"] == str(source) and r["detail"] for r in rejects)
     assert all(r["doc_id"] and r["source_file"] == str(source) for r in data)
@@ -573,9 +572,8 @@ def test_refusal_mid_file_keeps_the_previous_partition(name: str, tmp_path: Path
     before = ingest(lake, config.replaced(sources=(str(FIXTURES / "quoted_newlines.csv"),))).manifest
     with pytest.raises(InputFileError):
         ingest(lake, config.replaced(sources=(str(source_of(BY_NAME[name], tmp_path)),)))
-    lake.verify(dataset_key("labeled", DATE))
-    assert lake.read_manifest(dataset_key("labeled", DATE)) == before
-    assert len(lake.read_table(dataset_key("labeled", DATE))) == before["rows"] == 3
+    assert dataset_table(lake, "labeled").verify(DATE) == before  # the same snapshot
+    assert len(dataset_table(lake, "labeled").read(DATE)) == before["rows"] == 3
 
 
 @pytest.mark.s3

@@ -84,7 +84,10 @@ def test_demo_runs_every_stage_and_promotes_a_model(tmp_path: Path) -> None:
     champion = json.loads((lake / "models" / "champion.json").read_text())
     assert champion["champion"]["version"] == model["model_version"]
     assert "report:" in proc.stderr and "Data Docs:" in proc.stderr and "predictions:" in proc.stderr
-    predictions = json.loads((lake / "predictions/run_date=2026-02-01/_MANIFEST.json").read_text())
+    from textclf.lake import Lake
+    from textclf.lake.tables import predictions_table
+
+    predictions = predictions_table(Lake(str(lake))).verify("2026-02-01")
     assert predictions["rows"] == summary["unlabeled"]["rows"]
     assert predictions["model_version"] == model["model_version"]
     assert (lake / "reports/run_date=2026-02-01/report.html").is_file()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +19,14 @@ from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.test_scoring import check_contract
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.lake import Lake
+from textclf.lake.tables import dataset_table, predictions_table
 
 pytestmark = pytest.mark.dags
 
 LOGICAL = "2026-11-03"  # a daily data interval starting on DATE (after the score DAG's start date)
 DATE = "2026-11-02"
-RETRAIN_CONF = {"model": "bow_mlp", "epochs": 4}
+# Epochs of 10 steps rather than 50: the runs test the orchestration, and the model still clears the 0.70 floor.
+RETRAIN_CONF = {"model": "bow_mlp", "epochs": 4, "settings": ["min_steps_per_epoch=10"]}
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +58,7 @@ def dags(airflow_db: str) -> dict[str, Any]:
     return load_dags()
 
 
-def land(lake: Lake, tmp: Path, *, labeled_rows: int = 1500, unlabeled_rows: int = 600, seed: int = 0) -> None:
+def land(lake: Lake, tmp: Path, *, labeled_rows: int = 1000, unlabeled_rows: int = 300, seed: int = 0) -> None:
     """Generated files in the landing prefix, the way an upstream system drops them."""
     labeled = tmp / f"labeled-{seed}.csv.gz"
     write_corpus(CorpusSpec(rows=labeled_rows, seed=seed, id_prefix=f"l{seed}-"), labeled)
@@ -119,12 +123,13 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert {name: r["state"] for name, r in runs.items()} == {"ingest": "success", "retrain": "success",
                                                             "score": "success"}
     assert set(runs["ingest"]["tasks"].values()) == {"success"}
-    assert runs["retrain"]["tasks"] == {"train": "success", "evaluate": "success", "promote": "success",
-                                             "publish_champion": "success"}
+    assert runs["retrain"]["tasks"] == {"cooldown": "success", "train": "success", "evaluate": "success",
+                                        "gate": "success", "approve": "success", "promote": "success",
+                                        "publish_champion": "success"}
     assert {k for k in runs["score"]["tasks"] if k.startswith("score_shard")} == {
         "score_shard[0]", "score_shard[1]", "score_shard[2]"}
     for kind in ("labeled", "unlabeled"):
-        manifest = lake.require_manifest(f"datasets/{kind}/ingest_date={DATE}")
+        manifest = dataset_table(lake, kind).require_summary(DATE)
         assert [s["uri"] for s in manifest["sources"]] == [lake.uri_of(k) for k in lake.list_files(f"landing/{kind}")]
         assert lake.require_manifest(f"validation/{kind}/ingest_date={DATE}")["success"] is True
     champion = lake.read_json("models/champion.json")
@@ -133,6 +138,7 @@ def test_ingest_retrain_score_end_to_end(pipeline: tuple[Lake, dict[str, Any]]) 
     assert manifest["num_shards"] == 3 and manifest["model_version"] == champion["champion"]["version"]
     assert manifest["quarantined_rows"] > 0 and len(rows) == manifest["rows"]
     assert lake.exists(f"reports/run_date={DATE}/report.html")
+    assert runs["score"]["tasks"]["vacuum"] == "success"
 
 
 def asset_events(name: str) -> list[dict[str, Any]]:
@@ -149,39 +155,78 @@ def asset_events(name: str) -> list[dict[str, Any]]:
 
 def test_asset_events_carry_the_partition_uris(pipeline: tuple[Lake, dict[str, Any]]) -> None:
     lake, _ = pipeline
-    assert asset_events("predictions")[-1]["uri"] == lake.uri_of(f"predictions/run_date={DATE}")
+    predictions = predictions_table(lake).require_summary(DATE)
+    event = asset_events("predictions")[-1]  # the table, the date and the version committed
+    assert (event["uri"], event["run_date"]) == (lake.uri_of("predictions"), DATE)
+    assert event["table_version"] == predictions["table_version"] and event["rows"] == predictions["rows"]
     assert asset_events("labeled_data")[-1]["uri"] == lake.uri_of(f"datasets/labeled/ingest_date={DATE}")
-    assert asset_events("unlabeled_data")[-1]["rows"] == lake.require_manifest(
-        f"datasets/unlabeled/ingest_date={DATE}")["rows"]
+    assert asset_events("unlabeled_data")[-1]["rows"] == dataset_table(lake, "unlabeled").require_summary(DATE)["rows"]
     champion = lake.read_json("models/champion.json")["champion"]["version"]
     assert asset_events("champion_model")[-1]["model_version"] == champion
 
 
-def test_a_refused_promotion_is_a_successful_run(pipeline: tuple[Lake, dict[str, Any]]) -> None:
+def test_a_refused_promotion_fails_the_gate_task_with_its_reasons(pipeline: tuple[Lake, dict[str, Any]],
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """The refusal is recorded, and the run says so where an operator looks: a failed gate task, no retries."""
     lake, _ = pipeline
     champion = lake.read_json("models/champion.json")["champion"]["version"]
     events = len(asset_events("champion_model"))
     dag_run = run("textclf_retrain", **RETRAIN_CONF, seed=1, min_accuracy=0.999)
-    assert str(dag_run.state) == "success"
-    assert states(dag_run) == {"train": "success", "evaluate": "success", "promote": "success",
-                               "publish_champion": "skipped"}
+    assert str(dag_run.state) == "failed"
+    assert states(dag_run) == {"cooldown": "success", "train": "success", "evaluate": "success", "gate": "failed",
+                               "approve": "upstream_failed", "promote": "upstream_failed",
+                               "publish_champion": "upstream_failed"}
+    gate = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "gate")
+    assert gate.try_number == 1  # retries=3, yet a refusal is not retried
     state = lake.read_json("models/champion.json")
     assert state["champion"]["version"] == champion  # the gate kept the champion
     last = state["history"][-1]
     assert last["decision"] == "refused" and any("0.999" in r for r in last["reasons"])
     assert len(asset_events("champion_model")) == events  # no event for a refusal
+    out = caplog.text + "".join(capfd.readouterr())  # dag.test() runs the tasks here, logging to this process
+    assert re.search(r"promotion refused for \S+: accuracy [0-9.]+ < floor 0\.9990", out), out[-3000:]
+
+
+def test_an_alert_level_drift_emits_the_drift_alert_asset(pipeline: tuple[Lake, dict[str, Any]],
+                                                           tmp_path: Path) -> None:
+    """A day whose documents all come from one class: the class-mix PSI alerts, and the Asset carries it."""
+    from tests.conftest import write_csv
+    from textclf.config import IngestConfig
+    from textclf.demo.corpus import generate_rows
+    from textclf.ingest.stage import ingest
+
+    lake, runs = pipeline
+    assert runs["score"]["tasks"]["drift_alert"] == "skipped"  # the demo day drifts nowhere
+    day, logical = "2026-11-05", "2026-11-06"
+    rows = [r for chunk in generate_rows(CorpusSpec(rows=4000, seed=9, id_prefix="skew-")) for r in chunk]
+    label = rows[0]["label"]
+    skewed = [(r["id"], r["text"]) for r in rows if r["label"] == label][:400]
+    source = write_csv(tmp_path / "skewed.csv", skewed, ("id", "text"))
+    ingest(lake, IngestConfig(kind="unlabeled", date=day, sources=(str(source),)))
+    events = len(asset_events("drift_alert"))
+    dag_run = run("textclf_score", logical, shards=1)
+    assert str(dag_run.state) == "success" and states(dag_run)["drift_alert"] == "success"
+    alerts = asset_events("drift_alert")
+    assert len(alerts) == events + 1
+    assert alerts[-1]["run_date"] == day and alerts[-1]["report"].endswith(f"run_date={day}/report.html")
+    mix = {s["name"]: s for s in alerts[-1]["signals"]}["predicted_class_mix_psi"]
+    assert mix["status"] == "alert" and mix["value"] > 0.25 and "PSI" in mix["message"]
+    assert {s["status"] for s in alerts[-1]["signals"]} == {"alert"}  # only alert-level signals are carried
 
 
 def test_rerunning_a_scoring_interval_replaces_its_partition(pipeline: tuple[Lake, dict[str, Any]]) -> None:
     lake, _ = pipeline
-    before = lake.require_manifest(f"predictions/run_date={DATE}")
+    before = predictions_table(lake).require_summary(DATE)
     dag_run = run("textclf_score", LOGICAL, shards=2)
     assert str(dag_run.state) == "success"
     manifest, rows = check_contract(lake, DATE)
-    assert manifest["num_shards"] == 2 and manifest["created_at"] >= before["created_at"]
+    assert manifest["num_shards"] == 2 and manifest["table_version"] > before["table_version"]
     assert manifest["rows"] == before["rows"] and len(rows) == before["rows"]
-    listed = sorted(k.rsplit("/", 1)[1] for k in lake.list_files(f"predictions/run_date={DATE}"))
-    assert listed == sorted([f["path"] for f in manifest["files"]] + ["_MANIFEST.json"])  # old shards' files gone
+    assert not {f["path"] for f in before["files"]} & {f["path"] for f in manifest["files"]}  # all replaced
+    # the vacuum keeps the replaced snapshot for its retention: it can still be read as it was
+    old = predictions_table(lake).delta(before["table_version"])
+    assert old is not None and old.to_pyarrow_table().num_rows >= before["rows"]
 
 
 def test_a_failed_validation_fails_the_run_without_retries(airflow_db: str, tmp_path: Path,
@@ -212,7 +257,7 @@ def test_scoring_without_a_champion_fails_clearly(airflow_db: str, tmp_path: Pat
     assert str(dag_run.state) == "failed"
     tis = states(dag_run)
     assert tis["wait_for_inputs"] == "failed" and "commit" not in tis.values()
-    assert not lake.exists(f"predictions/run_date={DATE}/_MANIFEST.json")
+    assert predictions_table(lake).snapshot() is None
 
 
 def test_missing_inputs_says_what_is_missing(tmp_path: Path) -> None:
@@ -280,26 +325,41 @@ def test_ingest_graph(dags: dict[str, Any]) -> None:
 
 def test_retrain_graph_routes_training_to_the_gpu_queue(dags: dict[str, Any]) -> None:
     dag = dags["textclf_retrain"]
-    train, evaluate, promote, publish = (dag.get_task(t) for t in ("train", "evaluate", "promote", "publish_champion"))
+    train, evaluate, gate, approve, promote, publish = (
+        dag.get_task(t) for t in ("train", "evaluate", "gate", "approve", "promote", "publish_champion"))
     assert (train.queue, train.pool) == ("gpu", "gpu")
-    assert evaluate.queue == promote.queue == publish.queue == "default"
-    assert train.downstream_task_ids == {"evaluate"} and evaluate.downstream_task_ids == {"promote"}
+    assert evaluate.queue == gate.queue == promote.queue == publish.queue == "default"
+    assert dag.get_task("cooldown").downstream_task_ids == {"train"}
+    assert train.downstream_task_ids == {"evaluate"} and evaluate.downstream_task_ids == {"gate"}
+    assert gate.downstream_task_ids == {"approve", "promote"} and approve.downstream_task_ids == {"promote"}
+    assert type(approve).__name__ == "PromotionApproval" and approve.options == ["Approve", "Reject"]
+    assert approve.retries == 0 and set(approve.params) >= {"reason"}
     assert promote.downstream_task_ids == {"publish_champion"}
     assert [a.name for a in publish.outlets] == ["champion_model"]
-    assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless TEXTCLF_RETRAIN_ON_NEW_DATA is set
-    assert set(dag.params) == {"model", "epochs", "seed", "settings", "force_promote", "tolerance",
-                               "min_accuracy"}
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual unless an opt-in Asset schedule is set
+    assert set(dag.params) == {"model", "epochs", "seed", "settings", "require_approval", "force_promote",
+                               "tolerance", "min_accuracy"}
+    assert dag.params["require_approval"] is False
 
 
-def test_score_graph_maps_shards_and_catches_up(dags: dict[str, Any]) -> None:
+def test_score_graph_maps_shards_and_never_catches_up_by_itself(dags: dict[str, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     dag = dags["textclf_score"]
-    assert dag.catchup is True and dag.timetable.expression == "0 0 * * *"
+    assert dag.catchup is False and type(dag.timetable).__name__ == "CronTriggerTimetable"
+    # unpausing schedules nothing in the past, not even last midnight's run: no start date, no grace period
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(0)
+    assert "backfill" in dag.description and "backfill" in dag.params.get_param("run_date").description.lower()
+    monkeypatch.setenv("TEXTCLF_SCORE_CATCHUP", "true")
+    caught_up = load_dags()["textclf_score"]
+    assert caught_up.catchup is True and caught_up.start_date.date().isoformat() == "2026-11-01"  # the opt-in
+    assert dag.get_task("report").downstream_task_ids == {"drift_alert"}
+    assert [a.name for a in dag.get_task("drift_alert").outlets] == ["drift_alert"]
     sensor = dag.get_task("wait_for_inputs")
     assert sensor.mode == "reschedule"
     assert sensor.downstream_task_ids == {"plan_shards", "commit", "report"}
     assert dag.get_task("plan_shards").downstream_task_ids == {"score_shard"}
     assert dag.get_task("score_shard").downstream_task_ids == {"commit"}
-    assert dag.get_task("commit").downstream_task_ids == {"report"}
+    assert dag.get_task("commit").downstream_task_ids == {"report", "vacuum"}
     assert [a.name for a in dag.get_task("commit").outlets] == ["predictions"]
 
 
@@ -342,3 +402,12 @@ def test_retraining_can_follow_new_labeled_data(airflow_db: str, monkeypatch: py
     monkeypatch.setenv("TEXTCLF_RETRAIN_ON_NEW_DATA", "true")
     dag = load_dags()["textclf_retrain"]
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["labeled_data"]
+
+
+def test_retraining_can_follow_drift_alerts_too(airflow_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTCLF_RETRAIN_ON_DRIFT", "true")
+    assert [a.name for a in load_dags()["textclf_retrain"].timetable.asset_condition.objects] == ["drift_alert"]
+    monkeypatch.setenv("TEXTCLF_RETRAIN_ON_NEW_DATA", "true")
+    condition = load_dags()["textclf_retrain"].timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    assert sorted(a.name for a in condition.objects) == ["drift_alert", "labeled_data"]

@@ -13,6 +13,7 @@ from tests.conftest import SHARED_DATASETS
 from textclf.config import IngestConfig, ValidationConfig
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
+from textclf.lake.tables import dataset_table
 from textclf.validate.stage import validate
 
 pytestmark = pytest.mark.data
@@ -43,7 +44,7 @@ def test_real_dataset_ingests_and_validates(name: str, tmp_path: Path) -> None:
     assert m["input_rows"] == source.num_rows
     assert m["rows"] + m["quarantined_rows"] + m["duplicates_removed"] == m["input_rows"]
     assert m["rows"] > 0.95 * source.num_rows
-    kept = lake.read_table(f"datasets/labeled/ingest_date={DATE}", columns=["doc_id", "label", "text"])
+    kept = dataset_table(lake, "labeled").read(DATE, columns=["doc_id", "label", "text"])
     assert set(kept.column("label").to_pylist()) == set(source.column("label").to_pylist())
     if name == "imdb_reviews":  # its reviews carry real <br /> markup, which ingest strips
         assert not any("<br />" in t for t in kept.column("text").to_pylist())

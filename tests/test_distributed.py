@@ -30,7 +30,7 @@ DAY = "2026-03-02"
 LABELED_ROWS = 3000
 UNLABELED_ROWS = 4000
 SHARDS = 4
-DIRTY_FRACTION = 0.02  # some unlabeled rows are quarantined at ingest: the predictions manifest counts them
+DIRTY_FRACTION = 0.02  # some unlabeled rows are quarantined at ingest: the predictions' summary counts them
 # No AWS_* variables in any Airflow process: the tasks must take the endpoint and keys from the textclf_s3
 # Connection, as textclf_airflow documents (False exports the S3 server's AWS_* variables as well).
 CONNECTION_ONLY = True
@@ -93,13 +93,15 @@ def test_pipeline_runs_distributed_across_cpu_and_gpu_workers(s3_server: S3Serve
             [(t["map_index"], t["hostname"]) for t in shards]
         print(f"\ncluster timings (s): {cluster.timings}")
 
-    manifest = lake.read_manifest(f"predictions/run_date={DAY}")
-    assert manifest is not None, f"no manifested predictions partition in {lake.uri_of(f'predictions/run_date={DAY}')}"
+    from textclf.lake.tables import dataset_table, predictions_table
+
+    manifest = predictions_table(lake).summary(DAY)
+    assert manifest is not None, f"no committed predictions for {DAY} in {lake.uri_of('predictions')}"
     assert manifest["rows"] + manifest["quarantined_rows"] == manifest["input_rows"]
     assert manifest["rows"] > 0 and manifest["quarantined_rows"] > 0
     assert manifest["num_shards"] == SHARDS
     assert manifest["received_rows"] == UNLABELED_ROWS
-    unlabeled = lake.read_manifest(f"datasets/unlabeled/ingest_date={DAY}")
+    unlabeled = dataset_table(lake, "unlabeled").summary(DAY)
     assert unlabeled is not None and manifest["rows"] == unlabeled["rows"]
     print(f"stop: {cluster.timings.get('stop')} s; predictions: {manifest['rows']} rows, "
           f"{manifest['quarantined_rows']} quarantined, {manifest['input_rows']} input")

@@ -15,8 +15,6 @@ part of ``make test-slow``) builds the CUDA image for it, which adds about 3 GB 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -222,7 +220,7 @@ def test_init_provisioned_what_the_dags_need(deployment: Deployment) -> None:
 # -- the pipeline -----------------------------------------------------------------------------------
 def land_demo_files(deployment: Deployment) -> None:
     """The demo corpus (labeled CSV.gz, unlabeled JSON Lines .zst, 2% malformed rows) into LAKE/landing/."""
-    from textclf.corpus import CorpusSpec, write_corpus
+    from textclf.demo.corpus import CorpusSpec, write_corpus
 
     s3 = deployment.s3()
     specs = {"labeled": (CorpusSpec(rows=LABELED_ROWS, labeled=True, seed=11, dirty_fraction=DIRTY_FRACTION),
@@ -244,49 +242,17 @@ def event_text(line: str) -> str:
     return str(record.get("event", line)) if isinstance(record, dict) else line
 
 
-def read_partition(s3: Any, key: str) -> tuple[dict, dict[str, bytes]]:
-    """A lake partition on S3: its manifest and the bytes of every file under it (manifest excluded)."""
-    prefix = f"{LAKE_PREFIX}/{key}/"
-    names = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-             for o in page.get("Contents", []) if not o["Key"].endswith("/")]  # folder markers are not files
-    assert f"{prefix}_MANIFEST.json" in names, f"no manifest in s3://{BUCKET}/{prefix}"
-    files = {n[len(prefix):]: s3.get_object(Bucket=BUCKET, Key=n)["Body"].read() for n in names}
-    return json.loads(files.pop("_MANIFEST.json")), files
+def check_predictions(deployment: Deployment, day: str) -> dict:
+    """The predictions contract (docs/contracts.md: the Delta table, schema version 2), read back from the
+    stack's S3 through the table, as a consumer would: the same checks as the scoring tests."""
+    from tests.test_scoring import check_contract
+    from textclf.lake import Lake
+    from textclf.lake.store import S3Options
 
-
-def check_predictions_v1(s3: Any, day: str, eligible_ids: set[str]) -> dict:
-    """The predictions contract, schema version 1 (CONTRACTS.md section 6), read back from S3.
-
-    One function on purpose: when the predictions become a Delta table, this is what changes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    manifest, files = read_partition(s3, f"predictions/run_date={day}")
-    assert (manifest["schema_version"], manifest["run_date"]) == (1, day)
-    listed = {f["path"]: f for f in manifest["files"]}
-    assert set(listed) == {name for name in files if not name.startswith(("_", "."))}, "stray or missing files"
-    tables = []
-    for path, entry in listed.items():
-        data = files[path]
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], path
-        table = pq.read_table(io.BytesIO(data))
-        assert table.num_rows == entry["rows"], path
-        tables.append(table)
-    table = pa.concat_tables(tables)
-    expected = pa.schema([("doc_id", pa.string()), ("predicted_label", pa.string()), ("confidence", pa.float32()),
-                          ("top_labels", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
-                          ("model_version", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC"))])
-    assert table.schema.remove_metadata().equals(expected), table.schema
-    ids = table.column("doc_id").to_pylist()
-    assert len(ids) == len(set(ids)), "duplicate doc_id"
-    assert set(ids) == eligible_ids, (len(set(ids) - eligible_ids), len(eligible_ids - set(ids)))
-    assert manifest["rows"] == table.num_rows == sum(f["rows"] for f in manifest["files"])
-    assert manifest["rows"] + manifest["quarantined_rows"] == manifest["input_rows"]
-    assert set(table.column("model_version").to_pylist()) == {manifest["model_version"]}
-    rows = table.select(["predicted_label", "confidence", "top_labels", "top_probs"]).to_pylist()
-    for row in rows:
-        assert row["predicted_label"] in manifest["classes"] and row["top_labels"][0] == row["predicted_label"]
-        assert row["confidence"] == row["top_probs"][0]
+    s3 = S3Options(endpoint_url=deployment.settings["TEXTCLF_S3_ENDPOINT"], region="us-east-1",
+                   access_key=deployment.settings["TEXTCLF_S3_ACCESS_KEY"],
+                   secret_key=deployment.settings["TEXTCLF_S3_SECRET_KEY"])
+    manifest, _ = check_contract(Lake(f"s3://{BUCKET}/{LAKE_PREFIX}", s3=s3), day)
     return manifest
 
 
@@ -325,12 +291,7 @@ def test_pipeline_runs_on_the_cpu_and_gpu_workers(deployment: Deployment) -> Non
     assert {t["hostname"] for t in shards} == set(WORKER_HOSTS.values()), \
         [(t["map_index"], t["hostname"]) for t in shards]
 
-    source, files = read_partition(s3, f"datasets/unlabeled/ingest_date={DAY}")
-    import pyarrow.parquet as pq
-
-    eligible = {doc for f in source["files"] if f["path"].endswith(".parquet")
-                for doc in pq.read_table(io.BytesIO(files[f["path"]]), columns=["doc_id"]).column(0).to_pylist()}
-    manifest = check_predictions_v1(s3, DAY, eligible)
+    manifest = check_predictions(deployment, DAY)  # one row per eligible document, checksums, schema
     assert manifest["quarantined_rows"] > 0, "the demo files carry malformed rows"
     assert manifest["received_rows"] == UNLABELED_ROWS
     say(f"predictions: {manifest['rows']} rows, {manifest['quarantined_rows']} quarantined, "

@@ -230,6 +230,51 @@ def test_far_from_class_flags_an_atypical_row() -> None:
     assert [(e["doc_id"], e["reason"]) for e in errors] == [("d7", "far_from_class")]
 
 
+def test_a_confident_correct_row_is_never_far_from_its_class() -> None:
+    """The reported case: a row labeled and predicted cooking at p=0.919, its class less sure on average."""
+    classes = ("cooking", "travel", "music")
+    probs = np.array([[0.6, 0.3, 0.1]] * 40 + [[0.919, 0.04, 0.041]] + [[0.55, 0.40, 0.05]] * 9)
+    inp = EvaluationInput("v1", "mlp", classes, [f"d{i}" for i in range(50)], ["x"] * 50, ["cooking"] * 50, probs,
+                          {}, {}, {})
+    assert suspected_label_errors(inp) == []  # d40 is the farthest from the centroid, but on the confident side
+
+
+def test_planted_label_noise_of_the_demo_corpus_ranks_first() -> None:
+    """A TF-IDF + logistic regression model on the demo corpus with 5% flipped labels: the flips come first.
+
+    Measured (seed 11, 8,500 training rows, 1,500 test rows, 73 planted): 63 suspects, 50 of them planted,
+    the first 10 all planted."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from textclf.demo.corpus import CorpusSpec, generate_rows
+
+    rows = [r for chunk in generate_rows(CorpusSpec(rows=10_000, seed=11, label_noise=0.05)) for r in chunk]
+    train, test = rows[:8500], rows[8500:]
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    model = LogisticRegression(C=5.0, max_iter=3000)
+    model.fit(vectorizer.fit_transform([r["text"] for r in train]), [r["label"] for r in train])
+    classes = tuple(str(c) for c in model.classes_)
+    probs = model.predict_proba(vectorizer.transform([r["text"] for r in test]))
+    inp = EvaluationInput("v1", "tfidf_lr", classes, [str(r["id"]) for r in test], [str(r["text"]) for r in test],
+                          [str(r["label"]) for r in test], probs, {}, {}, {})
+    planted = {str(r["id"]) for r in test if r["label"] != r["_true_label"]}
+    assert 50 <= len(planted) <= 100
+
+    suspects = suspected_label_errors(inp, limit=len(test))
+    ranked = [s["doc_id"] for s in suspects]
+    precision, recall = len(set(ranked) & planted) / len(ranked), len(set(ranked) & planted) / len(planted)
+    assert precision >= 0.7 and recall >= 0.6, (precision, recall)
+    assert set(ranked[:10]) <= planted  # the ten most doubtful rows are all planted errors
+    half = ranked[:len(ranked) // 2]
+    assert len(set(half) & planted) >= 0.85 * len(half)  # and the higher the score, the likelier a planted one
+    # No suspect is a row whose label the model predicts at least as surely as its class does on average.
+    y = {c: i for i, c in enumerate(classes)}
+    mean_p = {c: probs[[i for i, r in enumerate(test) if r["label"] == c], y[c]].mean() for c in classes}
+    assert not [s for s in suspects if s["predicted"] == s["label"] and s["label_probability"] >= mean_p[s["label"]]]
+    print(f"planted {len(planted)}, suspects {len(suspects)}, precision {precision:.2f}, recall {recall:.2f}")
+
+
 def test_constant_probability_columns_do_not_produce_nan() -> None:
     probs = np.column_stack([np.linspace(0, 1, 10), 1 - np.linspace(0, 1, 10), np.zeros(10)])
     corr = probability_correlation(probs)

@@ -54,7 +54,7 @@ def test_importing_every_module_loads_no_heavy_package() -> None:
 
 # The pipeline's layers, lowest first: a module may import from its own package and from lower layers only.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "progress", "config", "common", "textstats"),
+    ("__init__", "errors", "progress", "config", "common", "textstats", "tflog"),
     ("lake",),
     ("report",),
     ("ingest",),

@@ -16,7 +16,7 @@ from textclf.errors import InputFileError
 from textclf.ingest.dedup import duplicate_id_positions, resolve_duplicates
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
-from textclf.lake.layout import dataset_key, quarantine_key
+from textclf.lake.tables import dataset_table, quarantine_table
 
 pytestmark = pytest.mark.data
 
@@ -33,8 +33,8 @@ def unlabeled(**kw) -> IngestConfig:
 
 def read(lake: str | Lake, kind: str = "labeled") -> tuple[list[dict], list[dict]]:
     lake = lake if isinstance(lake, Lake) else Lake(lake)
-    data = lake.read_table(dataset_key(kind, DATE)).to_pylist()
-    rejects = lake.read_table(quarantine_key(kind, DATE)).to_pylist()
+    data = dataset_table(lake, kind).read(DATE).to_pylist()
+    rejects = quarantine_table(lake, kind).read(DATE).to_pylist()
     return data, rejects
 
 
@@ -95,6 +95,21 @@ def test_every_malformed_case_goes_to_quarantine_with_its_reason(tmp_path: Path)
     assert all(r["source_file"] == str(src) for r in rejects)
 
 
+def test_an_over_long_unlabeled_text_is_cut_and_counted_not_dropped(tmp_path: Path) -> None:
+    src = tmp_path / "long.csv"
+    src.write_text("id,text\nshort,a short text\nlong," + "word " * 30 + "\n", encoding="utf-8")
+    m = ingest(Lake(str(tmp_path / "lake")), unlabeled(max_text_chars=50, sources=(str(src),))).manifest
+    assert_counts_add_up(m)
+    assert (m["rows"], m["quarantined_rows"], m["truncated_rows"], m["truncated_doc_ids"]) == (2, 0, 1, ["long"])
+    data, _ = read(str(tmp_path / "lake"), "unlabeled")
+    texts = {r["doc_id"]: r["text"] for r in data}
+    assert texts["short"] == "a short text" and texts["long"] == ("word " * 10).strip()  # its first 50 characters
+    # the same limit quarantines it when asked to, as it always does for labeled data
+    strict = ingest(Lake(str(tmp_path / "strict")), unlabeled(max_text_chars=50, truncate_unlabeled=False,
+                                                              sources=(str(src),))).manifest
+    assert (strict["rows"], strict["quarantine_reasons"], strict["truncated_rows"]) == (1, {"text_too_long": 1}, 0)
+
+
 def write_formats(tmp_path: Path, rows: list[dict]) -> dict[str, Path]:
     """The same rows as CSV, TSV, JSON Lines and Parquet, plain, gzip and zstd."""
     import pyarrow.csv as pacsv
@@ -131,7 +146,8 @@ def test_every_format_gives_the_same_partition(tmp_path: Path, fmt: str) -> None
     assert result.manifest["rows"] == 50 and result.manifest["quarantined_rows"] == 0
     data, _ = read(str(tmp_path / "lake"))
     assert [(r["doc_id"], r["text"], r["label"]) for r in data] == [(r["id"], r["text"], r["label"]) for r in ROWS]
-    assert pq.ParquetFile(Path(result.dataset_uri) / "part-00000.parquet").metadata.row_group(0).column(
+    first = Path(result.manifest["table"]) / result.manifest["files"][0]["path"]
+    assert first.name.startswith("part-00000-") and pq.ParquetFile(first).metadata.row_group(0).column(
         0).compression == "ZSTD"
 
 
@@ -164,11 +180,11 @@ def test_duplicates_across_files_batches_and_part_files(tmp_path: Path) -> None:
     m = result.manifest
     assert_counts_add_up(m)
     assert (m["rows"], m["duplicates_removed"], m["quarantined_rows"]) == (40, 60, 0)
-    parts = [f for f in m["files"] if f["path"].startswith("part-")]
+    parts = [f for f in m["files"] if f["path"].split("/")[-1].startswith("part-")]
     assert len(parts) == 3 and all(f["rows"] > 0 for f in parts)  # files emptied by dedup are dropped
     data, _ = read(str(tmp_path / "lake"))
     assert sorted(r["doc_id"] for r in data) == sorted(f"id{i}" for i in range(40))
-    Lake(str(tmp_path / "lake")).verify(dataset_key("labeled", DATE))
+    dataset_table(Lake(str(tmp_path / "lake")), "labeled").verify(DATE)
 
 
 def test_resolve_duplicates_rules() -> None:
@@ -313,4 +329,4 @@ def test_ingest_from_and_to_real_s3(tmp_path: Path, s3_lake: str) -> None:
     assert result.manifest["rows"] == 5
     data, rejects = read(lake)
     assert len(data) == 5 and len(rejects) == result.manifest["quarantined_rows"]
-    lake.verify(dataset_key("labeled", DATE))
+    dataset_table(lake, "labeled").verify(DATE)

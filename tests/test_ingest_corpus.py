@@ -11,6 +11,7 @@ from textclf.demo.corpus import CorpusSpec, generate_rows, write_corpus
 from textclf.ingest.normalize import normalize_one
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake
+from textclf.lake.tables import dataset_table
 
 pytestmark = pytest.mark.data
 
@@ -44,10 +45,10 @@ def test_dirty_corpus_is_fully_accounted_for(tmp_path: Path, ext: str) -> None:
     assert m["duplicates_removed"] > 0
     # a conflict quarantines the injected row and the earlier row it contradicts
     assert reasons.get("conflicting_label", 0) >= 2 * stats.dirty.get("conflicting_label", 0)
-    texts = lake.read_table("datasets/labeled/ingest_date=2026-11-21", columns=["text"]).column("text").to_pylist()
+    texts = dataset_table(lake, "labeled").read("2026-11-21", columns=["text"]).column("text").to_pylist()
     assert not any("<br" in t or "&amp;" in t or "\x07" in t or "\u200b" in t for t in texts)
     if ext in ("csv", "tsv.gz"):  # generate_rows yields the delimited formats' rows; cp1252 bytes are repaired
-        kept = dict(zip(lake.read_table("datasets/labeled/ingest_date=2026-11-21", columns=["doc_id"])
+        kept = dict(zip(dataset_table(lake, "labeled").read("2026-11-21", columns=["doc_id"])
                         .column("doc_id").to_pylist(), texts, strict=True))
         repairable = [r for chunk in generate_rows(spec) for r in chunk if r.get("_dirty") == "repairable_encoding"]
         assert repairable

@@ -39,7 +39,9 @@ def separable_corpus(n: int, seed: int = 0) -> LabeledData:
                        {"partitions": [], "rows": n})
 
 
-SMALL = ["max_tokens=300", "sequence_length=16", "embedding_dim=8", "units=8", "batch_size=16", "learning_rate=0.01"]
+# Epochs of 8 steps of 64 (not 50 smaller ones): the test checks that each architecture trains, saves and reloads.
+SMALL = ["max_tokens=300", "sequence_length=16", "embedding_dim=8", "units=8", "batch_size=64", "learning_rate=0.01",
+         "min_steps_per_epoch=5"]
 
 
 @pytest.mark.parametrize("name", list(architectures()))

@@ -18,7 +18,7 @@ import pytest
 
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.dags
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"

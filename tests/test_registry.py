@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import train_evaluated
+from tests.conftest import LABELED_DATE, SMALL_DEFAULT, TrainedLake, train_evaluated
 from textclf.config import EvaluateConfig, IngestConfig, PromoteConfig, PromotionPolicy, TrainConfig
 from textclf.demo.corpus import CorpusSpec, write_corpus
 from textclf.errors import ModelError, ModelIntegrityError
@@ -27,7 +27,12 @@ pytestmark = pytest.mark.model
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 REPORT_SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "calibration",
                    "probability-correlation", "probability-map", "projector", "explanations", "label-errors")
-FAST = TrainConfig(epochs=4)
+FAST = SMALL_DEFAULT.with_overrides(["char_branch=off"])
+
+
+def train_quickly(uri: str, config: TrainConfig = FAST) -> str:
+    """Another evaluated version, without the report's LIME and reference sections (not what these tests read)."""
+    return train_evaluated(Lake(uri), config, explain_count=0, linear_reference=False)
 
 
 def add_labeled(lake_uri: str, tmp: Path, date: str, rows: int, seed: int) -> None:
@@ -36,20 +41,16 @@ def add_labeled(lake_uri: str, tmp: Path, date: str, rows: int, seed: int) -> No
     ingest(Lake(lake_uri), IngestConfig(kind="labeled", date=date, sources=(str(source),)))
 
 
-@pytest.fixture(scope="module")
-def base_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A local lake with labeled data and one trained version (copied by each test that changes it)."""
-    tmp = tmp_path_factory.mktemp("registry")
-    lake = tmp / "lake"
-    add_labeled(str(lake), tmp, "2026-03-01", 900, seed=1)
-    return lake, train_evaluated(Lake(str(lake)), FAST)
+@pytest.fixture
+def base_lake(trained_lake: TrainedLake) -> tuple[Path, str]:
+    """The session's lake with labeled data and one trained, evaluated version (read only)."""
+    return trained_lake.path, trained_lake.version
 
 
 @pytest.fixture
-def lake(base_lake: tuple[Path, str], tmp_path: Path) -> tuple[str, str]:
-    copy = tmp_path / "lake"
-    shutil.copytree(base_lake[0], copy)
-    return str(copy), base_lake[1]
+def lake(trained_lake: TrainedLake, tmp_path: Path) -> tuple[str, str]:
+    """A copy of it, for a test that changes it."""
+    return trained_lake.copy(tmp_path / "lake"), trained_lake.version
 
 
 def test_version_holds_model_evaluation_and_lineage(base_lake: tuple[Path, str]) -> None:
@@ -62,7 +63,7 @@ def test_version_holds_model_evaluation_and_lineage(base_lake: tuple[Path, str])
         assert name in paths, name
     assert any(p.startswith("tensorboard/") for p in paths)
     lineage = lake.read_json(f"{version_key(version)}/lineage.json")
-    assert lineage["partitions"][0]["partition"] == "datasets/labeled/ingest_date=2026-03-01"
+    assert lineage["partitions"][0]["partition"] == f"datasets/labeled/ingest_date={LABELED_DATE}"
     assert sum(lineage["rows_per_class"].values()) == lineage["rows"]
     assert sum(sum(s.values()) for s in lineage["splits"].values()) == lineage["rows"]
     metrics = lake.read_json(f"{version_key(version)}/metrics.json")
@@ -89,8 +90,8 @@ def test_gate_promotes_refuses_and_forces(lake: tuple[str, str]) -> None:
     decision = promote(Lake(uri), PromoteConfig(model_version=first))
     assert decision.decision == "promoted" and decision.champion == first
     # Thirty words of vocabulary, mostly stop words: a real model, clearly worse than the champion.
-    weak = train_evaluated(Lake(uri), FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1,
-                                                          model="nb_tfidf"))
+    weak = train_quickly(uri, FAST.with_overrides(["max_tokens=30", "ngrams=1", "char_branch=off"], epochs=1,
+                                                    model="nb_tfidf"))
     refused = promote(Lake(uri), PromoteConfig(model_version=weak))
     assert refused.decision == "refused" and refused.champion == first
     assert any("macro-F1" in r and "<" in r for r in refused.reasons)
@@ -114,7 +115,7 @@ def test_gate_rescores_the_champion_when_the_test_split_grew(lake: tuple[str, st
     uri, first = lake
     promote(Lake(uri), PromoteConfig(model_version=first))
     add_labeled(uri, tmp_path, "2026-03-02", 400, seed=2)
-    second = train_evaluated(Lake(uri), FAST)
+    second = train_quickly(uri)
     result = promote(Lake(uri), PromoteConfig(model_version=second))
     record = read_champion(Lake(uri))["history"][-1]
     recorded = Lake(uri).read_json(f"models/{first}/metrics.json")
@@ -183,7 +184,8 @@ def test_model_with_lambda_layer_is_refused_even_with_a_matching_manifest(lake: 
 def test_evaluate_rewrites_the_evaluation_and_keeps_the_model(lake: tuple[str, str]) -> None:
     uri, version = lake
     before = read_version(Lake(uri), version)
-    summary = evaluate(Lake(uri), EvaluateConfig(model_version=version)).summary()
+    summary = evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0,
+                                                 linear_reference=False)).summary()
     after = Lake(uri).verify(version_key(version))
     assert after["model_sha256"] == before["model_sha256"] and "reevaluated_at" in after
     assert summary["metrics"]["n"] == Lake(uri).read_json(f"models/{version}/metrics.json")["n"]
@@ -234,11 +236,12 @@ def test_a_failed_evaluation_keeps_the_trained_version_and_the_gate_waits_for_it
     with monkeypatch.context() as patched:
         patched.setattr(evaluate_stage, "render_report", broken_report)
         with pytest.raises(RuntimeError, match="template is broken"):
-            evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0))
+            evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0, linear_reference=False))
     assert read_version(Lake(uri), version)["model_sha256"]  # the trained version is registered, whole
     assert not Lake(uri).exists(f"{version_key(version)}/metrics.json")
     with pytest.raises(ModelError, match=f"{version} has not been evaluated.*textclf evaluate --model-version"):
         promote(Lake(uri), PromoteConfig(model_version=version))
-    evaluated = evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0))  # the retry works
+    evaluated = evaluate(Lake(uri), EvaluateConfig(model_version=version, explain_count=0,
+                                                   linear_reference=False))  # the retry works
     assert evaluated.metrics["n"] > 0
     assert promote(Lake(uri), PromoteConfig(model_version=version)).decision in ("promoted", "refused")

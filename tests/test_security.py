@@ -47,6 +47,7 @@ from textclf.evaluate.predictions import EvaluationInput
 from textclf.ingest.stage import ingest
 from textclf.lake import Lake, S3Options
 from textclf.lake.layout import MANIFEST, MODEL_FILE
+from textclf.lake.tables import dataset_table
 from textclf.model.registry import load_model
 
 pytestmark = pytest.mark.model
@@ -339,7 +340,7 @@ def test_credentials_never_appear_in_output_errors_or_the_lake(s3_lake: str, s3_
     objects = _bucket_objects(s3_env, bucket)
     keys = set(objects)
     assert {f"lake/models/{version}/{MODEL_FILE}", f"lake/models/{version}/{MANIFEST}", "lake/models/champion.json",
-            f"lake/reports/run_date={DATE}/report.html", f"lake/predictions/run_date={DATE}/{MANIFEST}",
+            f"lake/reports/run_date={DATE}/report.html", "lake/predictions/_delta_log/00000000000000000000.json",
             f"lake/validation/labeled/ingest_date={DATE}/results.json"} <= keys, sorted(keys)
     assert any(k.startswith(f"lake/predictions/run_date={DATE}/part-") for k in keys)
 
@@ -426,7 +427,7 @@ def test_trained_report_shows_hostile_documents_as_inert_text(registered: tuple[
     root, version = registered
     lake = Lake(str(root))
     # Ingest stripped the real tags but the escaped ones became literal markup: hostile text is in the lake.
-    texts = lake.read_table(f"datasets/labeled/ingest_date={DATE}", columns=["text"]).column("text").to_pylist()
+    texts = dataset_table(lake, "labeled").read(DATE, columns=["text"]).column("text").to_pylist()
     assert all(HOSTILE_SCRIPT in t and HOSTILE_IMG in t for t in texts)
     markup = lake.read_bytes(f"models/{version}/report.html").decode()
     assert _csp_script_sources(markup) == ["'none'"]
@@ -598,17 +599,6 @@ def test_no_module_builds_html_in_python_strings() -> None:
 # -- 4. keys built from arguments or manifests cannot leave the lake -----------------------------------------------
 
 
-@pytest.fixture
-def cli_logging() -> Iterator[None]:
-    """The CLI configures the ``textclf`` logger for a terminal; put it back for the tests that follow."""
-    import logging
-
-    logger = logging.getLogger("textclf")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
-
-
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["score", "--date", "../../x"], 2, "date must be YYYY-MM-DD, got '../../x'"),
     (["score", "--date", "2026-01-01/../../../etc"], 2, "date must be YYYY-MM-DD"),
@@ -620,7 +610,6 @@ def cli_logging() -> Iterator[None]:
     (["evaluate", "--model-version", "..\x00x"], 6, "invalid model version"),
     (["evaluate", "--model-version", "champion.json"], 6, "invalid model version 'champion.json'"),
 ])
-@pytest.mark.usefixtures("cli_logging")
 def test_crafted_dates_and_versions_are_clear_errors(args: list[str], code: int, message: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from textclf.cli import main
@@ -640,7 +629,7 @@ def test_manifest_paths_cannot_point_outside_the_lake(tmp_path: Path) -> None:
     import pyarrow as pa
 
     lake = Lake(str(tmp_path / "lake"))
-    key = f"datasets/labeled/ingest_date={DATE}"
+    key = f"reports/run_date={DATE}"  # a manifested folder (table files are named by the Delta log: test_tables.py)
     with lake.partition(key) as part:
         writer = part.parquet("part-00000.parquet", pa.schema([("doc_id", pa.string())]))
         writer.write(pa.table({"doc_id": ["a"]}))
@@ -649,7 +638,7 @@ def test_manifest_paths_cannot_point_outside_the_lake(tmp_path: Path) -> None:
     outside = tmp_path / "outside.parquet"
     shutil.copy(tmp_path / "lake" / key / "part-00000.parquet", outside)
     manifest = json.loads((tmp_path / "lake" / key / MANIFEST).read_text())
-    manifest["files"][0]["path"] = "../../../../outside.parquet"
+    manifest["files"][0]["path"] = "../../../outside.parquet"
     (tmp_path / "lake" / key / MANIFEST).write_text(json.dumps(manifest))
     assert (tmp_path / "lake" / key / manifest["files"][0]["path"]).resolve() == outside  # it would be followed
 
@@ -695,6 +684,16 @@ def _wait_for(check: Callable[[], object], timeout: float, what: str, proc: subp
             pass
         time.sleep(1)
     raise AssertionError(f"{what} not within {timeout} s; {log.read_text()[-3000:]}")
+
+
+def _running(proc: object) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its exit status waits to be collected)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.integration
@@ -754,10 +753,16 @@ def test_embedded_airflow_requires_a_token_and_listens_on_loopback_only(tmp_path
         assert all(ip == "127.0.0.1" for _, _, ip, _ in listening), listening
         assert len(tree()) >= 4  # api-server, scheduler, dag-processor, triggerer
 
+        tree()
+        # Ctrl-C: the runner gives Airflow 15 s to stop, then SIGTERM, then SIGKILL 5 s later, each by PID,
+        # and waits for all of it: when it has exited, nothing it started may be left (no grace here).
+        started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+        proc.wait(timeout=40)
+        took = time.monotonic() - started
+        alive = [p for p in seen.values() if _running(p)]
         assert not alive, [(p.pid, p.cmdline()) for p in alive]
+        print(f"make airflow stopped in {took:.1f} s")
     finally:  # on failure: stop the tree gently, then kill what is left, by PID
         if proc.poll() is None:
             tree()

@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", "write the scoring report of a date (HTML + JSON)")
     _lake(p)
     p.add_argument("--date", required=True, help="run date YYYY-MM-DD")
+
+    p = command("vacuum", "delete the files of replaced table snapshots older than the retention (and dead runs')")
+    _lake(p)
+    p.add_argument("--retention-days", type=float, default=7.0,
+                   help="keep replaced files this long: time travel works within it (at least 1)")
+
+    p = command("migrate", "convert a lake written before the Delta tables (manifested partitions) into tables")
+    _lake(p)
     return parser
 
 
@@ -274,6 +282,20 @@ def cmd_report(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
     return report(lake, ReportConfig.build(date=args.date))
 
 
+def cmd_vacuum(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import VacuumConfig
+    from textclf.lake.maintenance import vacuum
+
+    return vacuum(lake, VacuumConfig.build(retention_days=args.retention_days))
+
+
+def cmd_migrate(args: argparse.Namespace, lake: Lake, progress: Progress) -> Any:
+    from textclf.config import MigrateConfig
+    from textclf.lake.maintenance import migrate
+
+    return migrate(lake, MigrateConfig())
+
+
 class _Combined:
     """Summaries of two stages run by one command, printed as one JSON line."""
 
@@ -293,6 +315,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Lake, Progress], Any]] = {
     "promote": cmd_promote,
     "score": cmd_score,
     "report": cmd_report,
+    "vacuum": cmd_vacuum,
+    "migrate": cmd_migrate,
 }
 # Commands that may start a new lake; every other one needs an existing lake root.
 CREATES_LAKE = ("ingest", "demo")
@@ -310,6 +334,24 @@ def open_lake(uri: str, command: str) -> Lake:
     return lake
 
 
+# Words of a storage error that say the endpoint could not be reached (pyarrow/AWS SDK and botocore wordings).
+_UNREACHABLE = ("curlcode", "could not connect", "couldn't connect", "could not resolve", "couldn't resolve",
+                "connection refused", "timed out", "timeout", "name or service not known", "endpoint url",
+                "amazonaws.com", "network", "unreachable")
+
+
+def s3_endpoint_hint(lake_uri: str | None, exc: BaseException) -> str:
+    """For an S3 lake that cannot be reached: the endpoint in use and the variables that set it ('' otherwise)."""
+    if not (lake_uri or "").startswith("s3://") or not any(w in str(exc).lower() for w in _UNREACHABLE):
+        return ""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return (f" (S3 endpoint in use: {os.environ[name]}, from {name}: check that the server is up and "
+                    "the URL is right)")
+    return (" (S3 endpoint in use: AWS's own, as neither AWS_ENDPOINT_URL nor AWS_ENDPOINT_URL_S3 is set: for "
+            "an S3-compatible store set AWS_ENDPOINT_URL, e.g. AWS_ENDPOINT_URL=http://127.0.0.1:8333)")
+
+
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -324,9 +366,10 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
+    from textclf import tflog
     from textclf.progress import BarProgress, NoProgress
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+    tflog.install()  # TensorFlow's C++ start-up chatter is not for users: one INFO line instead, if it loads
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.debug, args.quiet)
@@ -338,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         if args.debug:
             log.exception("failed")
-        print(f"textclf {args.command}: error: {exc}", file=sys.stderr)
+        hint = s3_endpoint_hint(args.lake, exc) if isinstance(exc, StorageError) else ""
+        print(f"textclf {args.command}: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         progress.close()

@@ -114,7 +114,10 @@ class IngestConfig(DatedConfig):
     text_col: str = "text"
     label_col: str = "label"
     id_col_required: bool = False  # True when the user named the id column explicitly
-    max_text_chars: int = Field(100_000, ge=1)  # longer texts are quarantined as text_too_long
+    # Longer labeled texts are quarantined as text_too_long. Longer unlabeled texts are cut to the limit and
+    # scored (a consumer expects one prediction per document), counted in the summary as truncated_rows.
+    max_text_chars: int = Field(100_000, ge=1)
+    truncate_unlabeled: bool = True  # False: quarantine over-long unlabeled texts too
     batch_rows: int = Field(65_536, ge=1)
     max_rows_per_file: int = Field(1_000_000, ge=1)
     workers: int = Field(0, ge=0)  # threads normalising batches; 0: one per core, at most 4
@@ -221,6 +224,7 @@ class PromoteConfig(StageConfig):
     model_version: str
     policy: PromotionPolicy = PromotionPolicy()
     force: bool = False  # promote even if the gate refuses; recorded as forced
+    approved_by: str | None = None  # who approved the promotion (the Airflow approval step); recorded
 
 
 class ScoreConfig(DatedConfig):
@@ -245,3 +249,17 @@ class ReportConfig(DatedConfig):
     """Which run date's scoring report to write."""
 
     date: str
+
+
+class VacuumConfig(StageConfig):
+    """How long the tables keep the files of replaced snapshots (time travel works within it)."""
+
+    # At least a day: a vacuum deletes uncommitted files older than this, so a shorter retention could take the
+    # files of a sharded run that is still waiting to commit.
+    retention_days: float = Field(7.0, ge=1.0)
+
+
+class MigrateConfig(StageConfig):
+    """Convert a lake written by textclf before the Delta tables (manifested partitions) into tables."""
+
+    remove_manifests: bool = True  # the old _MANIFEST.json of each converted partition goes once it is committed

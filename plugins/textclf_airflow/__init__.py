@@ -1,7 +1,9 @@
 """Airflow glue for the textclf DAGs: configuration, retry rules and the shared Assets.
 
 Importing this package is cheap (no pandas, pyarrow, TensorFlow or Great Expectations) and opens
-no connection: the lake and its credentials are resolved when a task runs, never at parse time.
+no connection: the lake and its credentials are resolved when a task runs, never at parse time. It
+installs :func:`textclf.tflog.install` in the process, so TensorFlow's C++ start-up lines never reach
+a task log (one INFO line says which TensorFlow runs instead).
 
 - The lake URI comes from the Airflow Variable ``textclf_lake`` or, failing that, the environment
   variable ``TEXTCLF_LAKE`` (a local directory or ``s3://bucket/prefix``).
@@ -15,11 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
+from textclf import tflog
 from textclf.errors import (
     ChecksumMismatchError,
     PartitionNotFoundError,
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Before any task imports TensorFlow: its C++ start-up lines would show as red ERROR lines in every task log.
+tflog.install()
+
 LAKE_VARIABLE = "textclf_lake"
 LAKE_ENV = "TEXTCLF_LAKE"
 S3_CONN_ENV = "TEXTCLF_S3_CONN_ID"
@@ -45,6 +52,8 @@ LABELED_DATA = Asset("labeled_data")
 UNLABELED_DATA = Asset("unlabeled_data")
 CHAMPION_MODEL = Asset("champion_model")
 PREDICTIONS = Asset("predictions")
+# An alert-level drift signal in a scoring report; the extra carries the run date and the alerting signals.
+DRIFT_ALERT = Asset("drift_alert")
 
 # Storage and network trouble is usually transient: retry it with exponential backoff. A problem
 # with the data, the model or the request will fail the same way again: fail at once.
@@ -121,6 +130,92 @@ def interval_date(context: Any, override: str | None = None) -> str:
     if start is None:
         return parse_date(None)
     return start.date().isoformat()
+
+
+RETRAIN_ON_NEW_DATA_ENV = "TEXTCLF_RETRAIN_ON_NEW_DATA"
+RETRAIN_ON_DRIFT_ENV = "TEXTCLF_RETRAIN_ON_DRIFT"
+RETRAIN_COOLDOWN_ENV = "TEXTCLF_RETRAIN_COOLDOWN_HOURS"
+DEFAULT_RETRAIN_COOLDOWN_HOURS = 24.0
+#: Where the api-server serves lake files (reports, Data Docs) to logged-in users: plugins/textclf_airflow/plugin.py.
+LAKE_URL_PREFIX = "/textclf/lake"
+_DATE = r"\d{4}-\d{2}-\d{2}"
+#: The lake keys it serves: reports, model cards, champion.json, validation results and Data Docs; nothing else.
+SERVED = re.compile(
+    r"^(models/champion\.json"
+    r"|models/[A-Za-z0-9][A-Za-z0-9._-]*/(report\.html|model_card\.md|metrics\.json)"
+    rf"|reports/run_date={_DATE}/report\.(html|json)"
+    rf"|validation/(labeled|unlabeled)/ingest_date={_DATE}/(results\.json|profile\.(html|json)|data_docs/[^?#]+))$")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true")
+
+
+def retrain_schedule() -> Any:
+    """``textclf_retrain``'s schedule: None (manual), or the Assets its opt-in settings name, any of them."""
+    assets = [a for a, env in ((LABELED_DATA, RETRAIN_ON_NEW_DATA_ENV), (DRIFT_ALERT, RETRAIN_ON_DRIFT_ENV))
+              if _flag(env)]
+    if not assets:
+        return None
+    return assets if len(assets) == 1 else assets[0] | assets[1]
+
+
+def retrain_cooldown() -> dt.timedelta:
+    return dt.timedelta(hours=float(os.environ.get(RETRAIN_COOLDOWN_ENV) or DEFAULT_RETRAIN_COOLDOWN_HOURS))
+
+
+def last_training(lake: Lake) -> dt.datetime | None:
+    """When the newest registered model version was trained (its id starts with that UTC time)."""
+    from textclf.model.registry import list_versions
+
+    versions = list_versions(lake)
+    if not versions:
+        return None
+    try:
+        return dt.datetime.strptime(versions[-1].split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def retrain_trigger(context: Any, lake: Lake, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Why a retrain run started; raises AirflowSkipException for a drift alert within the cooldown.
+
+    Only a run started by ``drift_alert`` events alone is subject to the cooldown: a run by hand or on
+    new labeled data always trains. The cooldown counts from the newest model version, however it was made.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    events = context.get("triggering_asset_events") or {}
+    drift = list(events.get(DRIFT_ALERT, [])) if events else []
+    labeled = list(events.get(LABELED_DATA, [])) if events else []
+    if labeled or not drift:
+        return {"reason": "new labeled data" if labeled else "triggered by hand", "drift": []}
+    alerts = [dict(getattr(e, "extra", None) or {}) for e in drift]
+    days = ", ".join(sorted({str(a.get("run_date")) for a in alerts}))
+    cooldown = retrain_cooldown()
+    last = last_training(lake)
+    now = now or dt.datetime.now(dt.UTC)
+    if last is not None and now - last < cooldown:
+        raise AirflowSkipException(
+            f"drift alert of {days} not acted on: the newest model was trained at {last.isoformat()}, within the "
+            f"{cooldown.total_seconds() / 3600:g} h cooldown ({RETRAIN_COOLDOWN_ENV}); a drift alert after "
+            f"{(last + cooldown).isoformat()} retrains")
+    signals = sorted({s.get("name", "?") for a in alerts for s in a.get("signals", [])})
+    log.info("retraining on the drift alert of %s (%s)", days, ", ".join(signals))
+    return {"reason": f"drift alert of {days}: {', '.join(signals)}", "drift": alerts}
+
+
+def lake_link(key: str) -> str:
+    """A link to a lake file as the api-server serves it to logged-in users (absolute when api.base_url is set)."""
+    from urllib.parse import quote
+
+    try:
+        from airflow.sdk.configuration import conf
+
+        base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    except Exception:  # noqa: BLE001 - only for a nicer link
+        base = ""
+    return f"{base}{LAKE_URL_PREFIX}/{quote(key)}"
 
 
 def announce(context: Any, asset: Asset, **extra: Any) -> None:

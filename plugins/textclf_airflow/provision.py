@@ -68,10 +68,19 @@ def _boolean(value: str) -> None:
 
 #: Settings the DAG files read at parse time: name -> (what it does, check of a value).
 DAG_SETTINGS: dict[str, tuple[str, Callable[[str], None]]] = {
-    "TEXTCLF_SCORE_START_DATE": ("first day textclf_score catches up from (YYYY-MM-DD)", _date),
+    "TEXTCLF_SCORE_START_DATE": ("with TEXTCLF_SCORE_CATCHUP, the first day textclf_score catches up from "
+                                 "(YYYY-MM-DD)", _date),
+    "TEXTCLF_SCORE_CATCHUP": ("let textclf_score catch up from its start date when unpaused (default false)",
+                              _boolean),
     "TEXTCLF_SCORE_POKE_SECONDS": ("how often the scoring sensor checks its inputs", _seconds),
     "TEXTCLF_SCORE_WAIT_SECONDS": ("how long the scoring sensor waits before it fails", _seconds),
     "TEXTCLF_RETRAIN_ON_NEW_DATA": ("also run textclf_retrain on every labeled_data event", _boolean),
+    "TEXTCLF_RETRAIN_ON_DRIFT": ("also run textclf_retrain on every drift_alert event (default false)", _boolean),
+    "TEXTCLF_RETRAIN_COOLDOWN_HOURS": ("no drift-triggered retraining within this many hours of the last "
+                                       "training (default 24)", _seconds),
+    "TEXTCLF_VACUUM_RETENTION_DAYS": ("how long textclf_score's vacuum keeps replaced table files (default 7)",
+                                      _seconds),
+    "TEXTCLF_APPROVAL_TIMEOUT_HOURS": ("how long the approval step waits for an answer (default 168)", _seconds),
 }
 
 

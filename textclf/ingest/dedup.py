@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from textclf.ingest.quarantine import QuarantineFile, reject_batch
-from textclf.lake.partition import FileEntry, PartitionWriter
+from textclf.lake.partition import FileEntry
+from textclf.lake.tables import DateWriter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +64,7 @@ def _file_ranges(entries: list[FileEntry]) -> Iterator[tuple[int, FileEntry, int
         offset += entry.rows or 0
 
 
-def deduplicate(dwriter: PartitionWriter, data: DataFiles, id_hash: np.ndarray, rejects: QuarantineFile) -> int:
+def deduplicate(dwriter: DateWriter, data: DataFiles, id_hash: np.ndarray, rejects: QuarantineFile) -> int:
     """Drop repeated rows from the staged files; quarantine conflicts; return exact duplicates removed.
 
     Only rows whose id hash repeats are read back and compared by value, so clean data
@@ -116,7 +117,7 @@ def deduplicate(dwriter: PartitionWriter, data: DataFiles, id_hash: np.ndarray, 
     return duplicates
 
 
-def _staged_batches(dwriter: PartitionWriter, entry: FileEntry, columns: list[str] | None,
+def _staged_batches(dwriter: DateWriter, entry: FileEntry, columns: list[str] | None,
                     wanted: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(first row, batch) over a staged file's row groups.
 

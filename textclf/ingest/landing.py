@@ -1,9 +1,9 @@
 """The landing prefix: where new source files arrive before they are ingested.
 
 ``LAKE/landing/{labeled,unlabeled}/`` takes files of any supported format. A file counts as
-ingested once a committed dataset partition lists it among its sources, so the ingestion DAG
-picks up exactly the files no other date has taken. Rerunning a date takes its own files again
-(plus any new ones), because a rerun replaces that date's partition whole.
+ingested once a date of the dataset table lists it among its sources (in the date's summary), so
+the ingestion DAG picks up exactly the files no other date has taken. Rerunning a date takes its
+own files again (plus any new ones), because a rerun replaces that date whole.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import logging
 
 from textclf.config import parse_date
 from textclf.lake import Lake
-from textclf.lake.layout import dataset_key, datasets_key, landing_key
+from textclf.lake.layout import landing_key
+from textclf.lake.tables import dataset_table
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,14 @@ def is_hidden(key: str) -> bool:
 
 
 def ingested_elsewhere(lake: Lake, kind: str, date: str) -> set[str]:
-    """URIs of source files that committed partitions of other dates were built from."""
+    """URIs of source files that the committed other dates of the dataset table were built from."""
     taken: set[str] = set()
-    own = dataset_key(kind, date)
-    for key in lake.list_partitions(datasets_key(kind)):
-        if key == own:
-            continue
-        manifest = lake.read_manifest(key) or {}
-        taken.update(s["uri"] for s in manifest.get("sources", []))
+    table = dataset_table(lake, kind)
+    snapshot = table.snapshot()
+    for other in snapshot.dates() if snapshot else []:
+        if other != date:
+            summary = table.summary(other, snapshot) or {}
+            taken.update(s["uri"] for s in summary.get("sources", []))
     return taken
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from textclf.lake.partition import PartitionWriter
+from textclf.lake.tables import DateWriter
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -67,7 +67,7 @@ def reject_batch(reason: str, detail: list[str] | str, source_files: Any, rows: 
 class QuarantineFile:
     """Collects quarantined rows and writes them in row groups of at least ``flush_rows``."""
 
-    def __init__(self, writer: PartitionWriter, flush_rows: int = 65_536) -> None:
+    def __init__(self, writer: DateWriter, flush_rows: int = 65_536) -> None:
         self.part = writer.parquet("rejects.parquet", quarantine_schema())
         self.writer = writer
         self.reasons: Counter[str] = Counter()

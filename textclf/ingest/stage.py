@@ -1,23 +1,24 @@
-"""Ingestion: source files in, one zstd Parquet partition plus its quarantine out.
+"""Ingestion: source files in, one date of the dataset table plus its quarantine out (Delta tables).
 
-Every input row ends up in exactly one place, and the manifest proves it:
+Every input row ends up in exactly one place, and the date's summary proves it:
 ``input_rows == rows + quarantined_rows + duplicates_removed``.
 
-- ``rows``: written to ``datasets/{kind}/ingest_date=D/part-*.parquet``
-- ``quarantined_rows``: written to ``quarantine/{kind}/ingest_date=D/rejects.parquet``
-  with the original content and a reason (see ``REASONS``)
+- ``rows``: the date's rows in the ``datasets/{kind}`` table (``ingest_date=D/part-*.parquet``)
+- ``quarantined_rows``: the date's rows in the ``quarantine/{kind}`` table, with the original content
+  and a reason (see ``REASONS``)
 - ``duplicates_removed``: exact repeats (same id, text and label) of a kept row
 
-Both partitions are committed under one lock, the quarantine first, and both manifests carry the
-same ``ingest_run``: a run that dies between the two commits leaves the old dataset partition with
-a newer quarantine, which ``check_accounting`` (run by validation) reports until ingest is rerun.
+The quarantine is committed first, then the dataset, each in one Delta commit, and both summaries carry
+the same ``ingest_run``. The dataset commit checks, before each attempt, that the quarantine still holds
+this run's rejects; if another ingest of the date committed its quarantine meanwhile, this run gives up
+and that run's pair stands. A run that dies between the two commits leaves the old dataset beside a newer
+quarantine, which ``check_accounting`` (run by validation) reports until ingest is rerun.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +29,12 @@ from textclf import __version__
 from textclf.config import IngestConfig
 from textclf.errors import TextclfError
 from textclf.ingest.dedup import deduplicate
-from textclf.ingest.quarantine import QuarantineFile, reject_batch
+from textclf.ingest.quarantine import QuarantineFile, quarantine_schema, reject_batch
 from textclf.ingest.sources import ColumnNames, SourceBatch, SourceReader
 from textclf.lake import Lake
 from textclf.lake.layout import dataset_key, quarantine_key
-from textclf.lake.partition import FileEntry, ParquetPartFile, PartitionWriter
+from textclf.lake.partition import FileEntry, ParquetPartFile
+from textclf.lake.tables import DateWriter, NotCommitted, Snapshot, dataset_table, new_run_id, quarantine_table
 from textclf.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+TRUNCATED_IDS_SHOWN = 100  # doc ids of cut texts listed in a date's summary; truncated_rows counts them all
 
 
 def dataset_schema(labeled: bool) -> pa.Schema:
@@ -54,7 +57,7 @@ def dataset_schema(labeled: bool) -> pa.Schema:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What an ingest wrote: URIs and the manifest's counts."""
+    """What an ingest wrote: URIs and the summary's counts (``manifest``: the dataset date's summary)."""
 
     dataset_uri: str
     quarantine_uri: str
@@ -64,7 +67,8 @@ class IngestResult:
         keys = ("kind", "ingest_date", "input_rows", "rows", "quarantined_rows", "duplicates_removed",
                 "quarantine_reasons")
         return {"dataset": self.dataset_uri, "quarantine": self.quarantine_uri,
-                **{k: self.manifest[k] for k in keys}}
+                **{k: self.manifest[k] for k in keys}, "table": self.manifest.get("table"),
+                "table_version": self.manifest.get("table_version")}
 
 
 def _hash_ids(arr: pa.Array) -> np.ndarray:
@@ -77,7 +81,7 @@ def _hash_ids(arr: pa.Array) -> np.ndarray:
 class DataFiles:
     """Rolls kept rows over ``part-NNNNN.parquet`` files of at most ``max_rows`` rows."""
 
-    def __init__(self, writer: PartitionWriter, schema: pa.Schema, max_rows: int) -> None:
+    def __init__(self, writer: DateWriter, schema: pa.Schema, max_rows: int) -> None:
         self.writer, self.schema, self.max_rows = writer, schema, max_rows
         self.current: ParquetPartFile | None = None
         self.entries: list[FileEntry] = []
@@ -106,9 +110,10 @@ class DataFiles:
             self._close_current()
 
 
-def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tuple[pa.Table | None,
-                                                                                  list[pa.RecordBatch]]:
-    """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows). Pure."""
+def process_batch(batch: SourceBatch, source: str, config: IngestConfig
+                  ) -> tuple[pa.Table | None, list[pa.RecordBatch], list[str]]:
+    """Decode, normalise and check one batch: (rows to keep, batches of quarantined rows, doc ids of the kept
+    rows whose text was cut to ``max_text_chars``). Pure."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -120,7 +125,7 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
                              [m.source_row for m in batch.malformed], texts=[m.raw for m in batch.malformed])
                 ] if batch.malformed else []
     if batch.num_rows == 0:
-        return None, rejected
+        return None, rejected, []
 
     texts, undecodable = decode_array(batch.texts)
     # ids and labels get the same UTF-8 / Windows-1252 decoding as the text; undecodable ones quarantine the row
@@ -138,14 +143,19 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
 
     lengths = pc.fill_null(pc.utf8_length(texts), 0)
     too_long = pc.greater(lengths, config.max_text_chars)
-    normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
+    truncate = not labeled and config.truncate_unlabeled
+    if truncate:  # cut, then normalised like any text; the mask stays to report which documents were cut
+        normalized = normalize_text(pc.if_else(too_long, pc.utf8_slice_codeunits(texts, 0, config.max_text_chars),
+                                               texts))
+    else:
+        normalized = normalize_text(pc.if_else(too_long, pa.scalar(None, pa.string()), texts))
     empty = pc.fill_null(pc.equal(pc.utf8_length(normalized), 0), True)
 
     # First matching reason wins; `taken` marks rows already quarantined.
     checks: list[tuple[str, pa.Array, Any]] = [
         ("invalid_encoding", undecodable, encoding_detail),
-        ("text_too_long", too_long, lambda sel: [f"{n} characters > limit {config.max_text_chars}"
-                                                 for n in pc.filter(lengths, sel).to_pylist()]),
+        ("text_too_long", pa.array(np.zeros(len(texts), dtype=bool)) if truncate else too_long,
+         lambda sel: [f"{n} characters > limit {config.max_text_chars}" for n in pc.filter(lengths, sel).to_pylist()]),
         ("empty_text", empty, "text is empty after normalisation"),
     ]
     if ids is not None:
@@ -176,13 +186,14 @@ def process_batch(batch: SourceBatch, source: str, config: IngestConfig) -> tupl
     keep = pc.invert(taken)
     kept_text = pc.filter(normalized, keep)
     if len(kept_text) == 0:
-        return None, rejected
+        return None, rejected, []
     columns = {"doc_id": pc.filter(ids, keep) if ids is not None else text_doc_ids(kept_text), "text": kept_text}
+    truncated = pc.filter(columns["doc_id"], pc.filter(too_long, keep)).to_pylist() if truncate else []
     if labeled:
         columns["label"] = pc.filter(labels, keep)
     columns["source_file"] = pa.repeat(pa.scalar(source, pa.string()), len(kept_text))
     columns["source_row"] = pc.filter(batch.source_rows, keep)
-    return pa.table(columns, schema=dataset_schema(labeled)), rejected
+    return pa.table(columns, schema=dataset_schema(labeled)), rejected, truncated
 
 
 def _decode_field(arr: pa.Array | None) -> tuple[pa.Array | None, pa.Array | None]:
@@ -221,7 +232,7 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
 
 
 def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -> IngestResult:
-    """Ingest ``config.sources`` into the dataset partition for ``config.date``, replacing it whole."""
+    """Ingest ``config.sources`` into the dataset table's date ``config.date``, replacing that date whole."""
     import numpy as np
 
     progress = progress or NoProgress()
@@ -241,20 +252,33 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
             for batch in reader.batches():
                 yield index, batch
 
-    def process(item: tuple[int, SourceBatch]) -> tuple[int, int, pa.Table | None, list[pa.RecordBatch]]:
+    def process(item: tuple[int, SourceBatch]) -> tuple[int, int, pa.Table | None, list[pa.RecordBatch], list[str]]:
         index, batch = item
-        kept, rejected = process_batch(batch, readers[index].uri, config)
-        return index, batch.num_rows + len(batch.malformed), kept, rejected
+        kept, rejected, truncated = process_batch(batch, readers[index].uri, config)
+        return index, batch.num_rows + len(batch.malformed), kept, rejected, truncated
 
     input_rows = [0] * len(readers)
     id_hashes: list[np.ndarray] = []
-    with lake.partition(quarantine_key(config.kind, config.date)) as qwriter, \
-            lake.partition(dataset_key(config.kind, config.date)) as dwriter:
+    run = new_run_id()
+    qtable = quarantine_table(lake, config.kind, quarantine_schema())
+    dtable = dataset_table(lake, config.kind, dataset_schema(labeled))
+
+    def quarantine_still_ours(_: Snapshot) -> None:
+        current = qtable.summary(config.date)
+        if current is None or current.get("ingest_run") != run:
+            raise NotCommitted(
+                f"cannot commit {lake.uri_of(dataset_key(config.kind, config.date))}: another run committed "
+                f"{config.kind} data for {config.date} meanwhile and its result stands; rerun to replace it")
+
+    with qtable.writer(config.date, run) as qwriter, dtable.writer(config.date, run) as dwriter:
         rejects = QuarantineFile(qwriter)
         data = DataFiles(dwriter, dataset_schema(labeled), config.max_rows_per_file)
         progress.start(total_bytes, f"ingest {config.kind}")
-        for index, n_input, kept, rejected in _ordered_map(process, batches(), workers, ahead=2 * workers):
+        truncated_ids: list[str] = []
+        for index, n_input, kept, rejected, truncated in _ordered_map(process, batches(), workers,
+                                                                      ahead=2 * workers):
             input_rows[index] += n_input
+            truncated_ids.extend(truncated)
             for batch in rejected:
                 rejects.write(batch)
             if kept is not None:
@@ -266,29 +290,30 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
         duplicates_removed = deduplicate(
             dwriter, data, np.concatenate(id_hashes) if id_hashes else np.zeros(0, np.uint64), rejects)
         quarantined = rejects.close()
-        rows = sum(e.rows or 0 for e in dwriter.files if e.path.startswith("part-"))
+        rows = sum(e.rows or 0 for e in dwriter.files)
         total_input = sum(input_rows)
         if rows + quarantined + duplicates_removed != total_input:
             raise TextclfError(
                 f"internal error: counts do not add up ({rows} rows + {quarantined} quarantined + "
                 f"{duplicates_removed} duplicates != {total_input} input rows); nothing was written"
             )
-        common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": uuid.uuid4().hex,
+        common = {"kind": config.kind, "ingest_date": config.date, "ingest_run": run,
                   "input_rows": total_input, "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
+        if not labeled:  # kept and scored, cut to the limit: which ones (the first TRUNCATED_IDS_SHOWN)
+            common.update(truncated_rows=len(truncated_ids), truncated_doc_ids=truncated_ids[:TRUNCATED_IDS_SHOWN])
+            if truncated_ids:
+                log.warning("%d unlabeled text(s) longer than %d characters were cut to the limit and kept, "
+                            "e.g. %s", len(truncated_ids), config.max_text_chars, ", ".join(truncated_ids[:5]))
         sources_info = [{"uri": r.uri, "format": r.format, "compression": r.codec, "bytes": r.size,
                          "input_rows": n} for r, n in zip(readers, input_rows, strict=True)]
-        # One lock over both commits: two runs for one date commit their pairs one after the other (the
-        # last wins), never one's quarantine beside the other's dataset.
-        with lake.lock(f"{dataset_key(config.kind, config.date)}.ingest"):
-            for writer in (qwriter, dwriter):  # both commits, or neither
-                writer.require_staged()
-            qwriter.commit({**common, "rows": quarantined})
-            manifest = dwriter.commit(
-                {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
-                 "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
-                            "max_text_chars": config.max_text_chars}}
-            )
+        qwriter.commit({**common, "rows": quarantined})
+        # Two runs of one date end with one run's pair: the dataset commits only while the quarantine is ours.
+        manifest = dwriter.commit(
+            {**common, "rows": rows, "sources": sources_info, "textclf_version": __version__,
+             "config": {"id_col": config.id_col, "text_col": config.text_col, "label_col": config.label_col,
+                        "max_text_chars": config.max_text_chars}},
+            check=quarantine_still_ours)
     result = IngestResult(lake.uri_of(dataset_key(config.kind, config.date)),
                           lake.uri_of(quarantine_key(config.kind, config.date)), manifest)
     log.info("ingest done: %s", result.summary())

@@ -2,15 +2,16 @@
 
 ```
 LAKE/landing/{labeled,unlabeled}/...                  files waiting to be ingested
-LAKE/datasets/{labeled,unlabeled}/ingest_date=D/      part-*.parquet + _MANIFEST.json
-LAKE/quarantine/{labeled,unlabeled}/ingest_date=D/    rejects.parquet + _MANIFEST.json
-LAKE/validation/{labeled,unlabeled}/ingest_date=D/    results.json, profile.*, gx_results/, data_docs/
+LAKE/datasets/{labeled,unlabeled}/                    Delta table, partitioned by ingest_date (textclf.lake.tables)
+LAKE/quarantine/{labeled,unlabeled}/                  Delta table, partitioned by ingest_date
+LAKE/predictions/                                     Delta table, partitioned by run_date (schema version 2)
+LAKE/TABLE/_textclf/COL=D/*.json                      one summary per commit of a date (counts, sources, checksums)
+LAKE/_shards/predictions/run_date=D/shard=I-of-N.json a scored shard's files, waiting for the date's commit
+LAKE/validation/{labeled,unlabeled}/ingest_date=D/    results.json, profile.*, gx_results/, data_docs/ + _MANIFEST.json
 LAKE/models/VERSION/                                  model.keras, metrics.json, report.html, ... + _MANIFEST.json
-LAKE/models/champion.json                             the serving version and every promotion decision
-LAKE/predictions/run_date=D/                          part-*.parquet + _MANIFEST.json
-LAKE/predictions/_shards/run_date=D/shard=I-of-N/     one shard's predictions until they are committed
-LAKE/reports/run_date=D/                              report.html + report.json
-LAKE/_locks/                                          short-lived lock objects
+LAKE/models/champion.json                             the serving version and every decision (conditional writes)
+LAKE/reports/run_date=D/                              report.html + report.json + _MANIFEST.json
+LAKE/_locks/                                          lock objects of the manifested folders' short commit steps
 ```
 
 Stages build keys only with these functions; ``safe_key`` refuses anything that could leave the lake.
@@ -24,7 +25,7 @@ from urllib.parse import urlparse
 from textclf.config import parse_kind
 from textclf.errors import ModelError, UnsafeKeyError
 
-MANIFEST = "_MANIFEST.json"  # written last in every partition: a folder without one is absent
+MANIFEST = "_MANIFEST.json"  # written last in every manifested folder: a folder without one is absent
 STAGING_PREFIX = "_staging-"  # files of a partition being written, inside the partition's folder
 WRITER = "_writer.json"  # inside a staging folder: who is writing it (host, pid, time)
 LOCKS = "_locks"  # lock objects, at the lake root (see Lake.lock)
@@ -36,8 +37,12 @@ VALIDATION = "validation"
 MODELS = "models"
 CHAMPION = f"{MODELS}/champion.json"
 MODEL_FILE = "model.keras"
-PREDICTIONS = "predictions"
+PREDICTIONS = "predictions"  # the predictions table
 REPORTS = "reports"
+SHARDS = "_shards"  # scored shards waiting for their date's commit, outside every table
+TABLE_META = "_textclf"  # inside a table root: per-commit summaries (Delta readers and vacuum skip `_` folders)
+DATASET_DATE = "ingest_date"  # partition column of the dataset and quarantine tables
+PREDICTIONS_DATE = "run_date"  # partition column of the predictions table
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -63,18 +68,23 @@ def landing_key(kind: str) -> str:
 
 
 def datasets_key(kind: str) -> str:
-    """The folder of every dataset partition of a kind."""
+    """The dataset table of a kind (a Delta table partitioned by ``ingest_date``)."""
     return f"{DATASETS}/{parse_kind(kind)}"
 
 
 def dataset_key(kind: str, date: str) -> str:
-    """The dataset partition of a kind and ingest date."""
-    return f"{datasets_key(kind)}/ingest_date={date}"
+    """The folder of one ingest date's files inside the dataset table (named in messages)."""
+    return f"{datasets_key(kind)}/{DATASET_DATE}={date}"
+
+
+def quarantine_table_key(kind: str) -> str:
+    """The quarantine table of a kind (a Delta table partitioned by ``ingest_date``)."""
+    return f"{QUARANTINE}/{parse_kind(kind)}"
 
 
 def quarantine_key(kind: str, date: str) -> str:
-    """The quarantine partition written by the same ingest as ``dataset_key``."""
-    return f"{QUARANTINE}/{parse_kind(kind)}/ingest_date={date}"
+    """The folder of one ingest date's rejects inside the quarantine table."""
+    return f"{quarantine_table_key(kind)}/{DATASET_DATE}={date}"
 
 
 def validation_key(kind: str, date: str) -> str:
@@ -95,18 +105,18 @@ def version_key(version: str) -> str:
 
 
 def predictions_key(date: str) -> str:
-    """The predictions partition of a run date."""
-    return f"{PREDICTIONS}/run_date={date}"
+    """The folder of one run date's files inside the predictions table (named in messages)."""
+    return f"{PREDICTIONS}/{PREDICTIONS_DATE}={date}"
 
 
 def shards_key(date: str) -> str:
-    """The folder of a run date's shard partitions, cleared once they are committed."""
-    return f"{PREDICTIONS}/_shards/run_date={date}"
+    """The folder of a run date's shard records, cleared once the date is committed."""
+    return f"{SHARDS}/{PREDICTIONS}/{PREDICTIONS_DATE}={date}"
 
 
 def shard_key(date: str, shard: int, num_shards: int) -> str:
-    """One shard's partition of a sharded scoring run."""
-    return f"{shards_key(date)}/shard={shard:05d}-of-{num_shards:05d}"
+    """One scored shard's record: its files (already in the table's folder, not yet committed) and stats."""
+    return f"{shards_key(date)}/shard={shard:05d}-of-{num_shards:05d}.json"
 
 
 def report_key(date: str) -> str:

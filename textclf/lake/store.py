@@ -7,6 +7,7 @@ last) are in ``textclf.lake.partition``; the keys of every area are in ``textclf
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -79,8 +80,28 @@ class S3Options:
             kwargs["secret_key"] = self.secret_key
         return pafs.S3FileSystem(**kwargs)
 
+    def storage_options(self) -> dict[str, str]:
+        """The same endpoint and credentials as delta-rs storage options, with its commit mode made explicit.
+
+        ``conditional_put=etag``: every Delta log entry is created with ``If-None-Match: *``, so of two writers
+        racing for one table version exactly one wins and the other re-checks and retries (docs/RELIABILITY.md
+        shows SeaweedFS honouring it). It is delta-rs's default for S3 since 2025; it is set here so that a
+        change of default cannot silently turn it off. ``AWS_S3_ALLOW_UNSAFE_RENAME`` is never set.
+        """
+        options = {"conditional_put": "etag", "AWS_REGION": self.region or "us-east-1",
+                   # fail an outage within about a minute, like pyarrow's S3 client, instead of retrying for 3
+                   "max_retries": "4", "retry_timeout": "30s", "connect_timeout": "5s", "timeout": "120s"}
+        if self.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        if self.access_key and self.secret_key:
+            options["AWS_ACCESS_KEY_ID"] = self.access_key
+            options["AWS_SECRET_ACCESS_KEY"] = self.secret_key
+        return options
+
     def client(self) -> Any:
-        """A boto3 client for the same endpoint: locks need conditional writes, which pyarrow's S3 lacks."""
+        """A boto3 client for the same endpoint: conditional writes (``If-Match``), which pyarrow's S3 lacks."""
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
@@ -241,6 +262,89 @@ class Lake:
         except json.JSONDecodeError as exc:
             raise StorageError(f"{self.uri_of(key)} is not valid JSON: {exc}") from exc
 
+    # -- conditional writes ------------------------------------------------------------
+    def read_tagged(self, key: str) -> tuple[bytes | None, str | None]:
+        """An object's bytes and its tag, or ``(None, None)`` when it is absent; ``write_if`` compares the tag.
+
+        The tag is the S3 ETag on S3 and the sha256 of the content on a local disk.
+        """
+        if self.is_local:
+            try:
+                with open(self.path(key), "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                return None, None
+            except OSError as exc:
+                raise wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
+            return data, hashlib.sha256(data).hexdigest()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket, object_key = self._s3_object(key)
+        try:
+            obj = client.get_object(Bucket=bucket, Key=object_key)
+            return obj["Body"].read(), obj["ETag"]
+        except ClientError as exc:
+            if _s3_error_code(exc) in ("NoSuchKey", "404"):
+                return None, None
+            raise wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
+        except BotoCoreError as exc:
+            raise wrap_os_error(f"cannot read {self.uri_of(key)}", exc) from exc
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """Write an object only if it is still as ``read_tagged`` returned it (``tag`` None: only if absent).
+
+        Returns the new tag, or None when another writer changed the object meanwhile (nothing is written):
+        re-read it and decide again. On S3 this is one PUT with ``If-Match: TAG`` or ``If-None-Match: *``.
+        On a local disk the comparison and the atomic rename (or, for a new object, the exclusive ``link``)
+        run under an ``flock`` of a sidecar file, held for those few system calls only; the kernel drops it
+        when its holder exits, so it is never stale and never taken over.
+        """
+        if self.is_local:
+            return self._write_if_local(key, data, tag)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket, object_key = self._s3_object(key)
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            return client.put_object(Bucket=bucket, Key=object_key, Body=data, **condition)["ETag"]
+        except ClientError as exc:
+            if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return None
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+        except BotoCoreError as exc:
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+
+    def _write_if_local(self, key: str, data: bytes, tag: str | None) -> str | None:
+        path = self.path(key)
+        folder, name = posixpath.split(path)
+        tmp = f"{folder}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+        try:
+            os.makedirs(folder, exist_ok=True)
+            guard = os.open(f"{folder}/.{name}.cas", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if self.read_tagged(key)[1] != tag:
+                return None
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            if tag is None:
+                os.link(tmp, path)  # atomic create: fails if the object appeared meanwhile
+            else:
+                os.replace(tmp, path)  # atomic: readers see the old or the new content, never a mix
+            return hashlib.sha256(data).hexdigest()
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise wrap_os_error(f"cannot write {self.uri_of(key)}", exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            os.close(guard)  # releases the flock
+
     def delete(self, key: str) -> None:
         """Delete one object if it exists."""
         try:
@@ -250,6 +354,22 @@ class Lake:
         except OSError as exc:
             if self.exists(key):
                 raise wrap_os_error(f"cannot delete {self.uri_of(key)}", exc) from exc
+
+    def remove_empty_folders(self, key: str) -> None:
+        """On a local lake, remove ``key``'s folder and then its parents while they are empty (up to the lake's
+        root, which stays). Object stores have no folders, so there is nothing to do there."""
+        import pyarrow.fs as pafs
+
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            return
+        path, root = os.path.abspath(self.path(key)), os.path.abspath(self.root)
+        while path.startswith(root + os.sep):
+            try:
+                os.rmdir(path)  # only ever removes an empty folder
+            except OSError:  # not empty (another run's files), or already gone
+                if os.path.isdir(path):
+                    return
+            path = os.path.dirname(path)
 
     def delete_tree(self, key: str) -> None:
         """Delete a key and everything below it, if present."""
@@ -511,7 +631,12 @@ class Lake:
         self, key: str, columns: list[str] | None = None, batch_size: int = 65_536
     ) -> Iterator[pa.RecordBatch]:
         """Stream record batches of a committed partition's Parquet files."""
-        for file_key in self.partition_files(key):
+        return self.iter_file_batches(self.partition_files(key), columns, batch_size)
+
+    def iter_file_batches(self, file_keys: list[str], columns: list[str] | None = None, batch_size: int = 65_536
+                          ) -> Iterator[pa.RecordBatch]:
+        """Stream record batches of the given Parquet files, in order; a missing column is a clear error."""
+        for file_key in file_keys:
             pf = self.parquet_file(file_key)
             missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
             if missing:

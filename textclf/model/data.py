@@ -7,7 +7,6 @@ same held-out documents."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from textclf.config import TrainConfig
 from textclf.errors import ModelError
 from textclf.lake import Lake
 from textclf.lake.layout import datasets_key
+from textclf.lake.tables import dataset_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,11 +72,15 @@ def split_fingerprint(doc_ids: Sequence[str], labels: Sequence[str]) -> str:
 
 
 def load_labeled(lake: Lake) -> LabeledData:
-    """Read every committed labeled partition, oldest first; a later ingest of an id replaces it."""
+    """Read every date of one snapshot of the labeled table, oldest first; a later ingest of an id replaces it.
+
+    The lineage names the table version read, so the training data can be read again by time travel.
+    """
     import numpy as np
 
-    partitions = lake.list_partitions(datasets_key("labeled"))
-    if not partitions:
+    table = dataset_table(lake, "labeled")
+    snapshot = table.snapshot()
+    if snapshot is None or not snapshot.dates():
         raise ModelError(f"no labeled data in {lake.uri_of(datasets_key('labeled'))}: "
                          "run `textclf ingest --kind labeled` first")
     index: dict[str, int] = {}
@@ -85,11 +89,10 @@ def load_labeled(lake: Lake) -> LabeledData:
     labels: list[str] = []
     replaced = 0
     used = []
-    for key in partitions:
-        manifest_bytes = lake.read_bytes(f"{key}/_MANIFEST.json")
-        manifest = json.loads(manifest_bytes)
-        table = lake.read_table(key, columns=["doc_id", "text", "label"])
-        for doc_id, text, label in zip(*(table.column(c).to_pylist() for c in ("doc_id", "text", "label")),
+    for date in snapshot.dates():
+        summary = table.require_summary(date, snapshot)
+        rows = table.read(date, columns=["doc_id", "text", "label"], snapshot=snapshot)
+        for doc_id, text, label in zip(*(rows.column(c).to_pylist() for c in ("doc_id", "text", "label")),
                                        strict=True):
             at = index.get(doc_id)
             if at is None:
@@ -100,9 +103,10 @@ def load_labeled(lake: Lake) -> LabeledData:
             else:
                 texts[at], labels[at] = text, label
                 replaced += 1
-        used.append({"partition": key, "rows": table.num_rows, "created_at": manifest.get("created_at"),
-                     "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()})
-    lineage = {"partitions": used, "rows": len(doc_ids), "replaced_by_later_ingest": replaced,
+        used.append({"partition": table.date_key(date), "rows": rows.num_rows, "created_at": summary.get("created_at"),
+                     "ingest_run": summary.get("ingest_run")})
+    lineage = {"table": lake.uri_of(table.key), "table_version": snapshot.version,
+               "partitions": used, "rows": len(doc_ids), "replaced_by_later_ingest": replaced,
                "rows_per_class": dict(sorted(Counter(labels).items()))}
     return LabeledData(np.array(doc_ids, dtype=object), np.array(texts, dtype=object),
                        np.array(labels, dtype=object), lineage)

@@ -141,15 +141,30 @@ def load_model(lake: Lake, version: str) -> LoadedModel:
     return LoadedModel(version, key, model, classes, config, manifest)
 
 
+def read_champion_tagged(lake: Lake) -> tuple[dict[str, Any], str | None]:
+    """``champion.json`` and its tag (None when there is none yet), for a conditional ``write_champion``."""
+    data, tag = lake.read_tagged(CHAMPION)
+    if data is None:
+        return {"schema_version": 1, "champion": None, "history": []}, None
+    try:
+        state = json.loads(data)
+    except ValueError as exc:
+        raise ModelError(f"{lake.uri_of(CHAMPION)} is not valid JSON: {exc}") from exc
+    return state, tag
+
+
 def read_champion(lake: Lake) -> dict[str, Any]:
     """``champion.json``: the serving version (or None) and the history of gate decisions."""
-    if not lake.exists(CHAMPION):
-        return {"schema_version": 1, "champion": None, "history": []}
-    return lake.read_json(CHAMPION)
+    return read_champion_tagged(lake)[0]
 
 
-def write_champion(lake: Lake, state: dict[str, Any]) -> str:
-    return lake.write_bytes(CHAMPION, json.dumps(state, indent=2).encode())
+def write_champion(lake: Lake, state: dict[str, Any], tag: str | None) -> bool:
+    """Replace ``champion.json`` only if it is still the one read with ``tag`` (None: only if there is none).
+
+    A conditional write (``If-Match`` / ``If-None-Match: *`` on S3, a compare and atomic rename on a disk):
+    False when another promotion wrote it meanwhile; nothing was written, so read it again and decide again.
+    """
+    return lake.write_if(CHAMPION, json.dumps(state, indent=2).encode(), tag) is not None
 
 
 def champion_version(lake: Lake) -> str:

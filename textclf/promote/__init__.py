@@ -4,6 +4,6 @@
 compares candidate and champion on the same test split and writes ``champion.json``.
 """
 
-from textclf.promote.stage import PromoteResult, promote
+from textclf.promote.stage import GatePreview, PromoteResult, preview, promote, reject
 
-__all__ = ["PromoteResult", "promote"]
+__all__ = ["GatePreview", "PromoteResult", "preview", "promote", "reject"]

@@ -1,4 +1,8 @@
-"""The predictions table: schema version 1, column for column, and record batches in it."""
+"""The predictions table: schema version 2, column for column, and record batches in it.
+
+Version 2 is version 1's columns in the data files plus the Delta partition column ``run_date`` (a date),
+which readers of the table get from the Delta log.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ if TYPE_CHECKING:
 
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def prediction_schema() -> pa.Schema:
-    """Schema version 1 of the predictions, column for column."""
+    """The columns of a predictions data file (the table adds ``run_date``, a date, as its partition column)."""
     import pyarrow as pa
 
     return pa.schema([
@@ -31,7 +35,7 @@ def prediction_schema() -> pa.Schema:
 
 def prediction_batch(doc_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], version: str,
                       scored_at: Any, top_k: int) -> pa.RecordBatch:
-    """One record batch in schema version 1 from a batch of probabilities."""
+    """One record batch of a predictions data file from a batch of probabilities."""
     import numpy as np
     import pyarrow as pa
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from textclf.config import ValidationConfig
+from textclf.validate.data_docs import make_offline
 from textclf.validate.profile import CLASSES_FRAME, SOURCE_COLUMN, STATS_FRAME, source_columns, stats_columns
 
 if TYPE_CHECKING:
@@ -292,4 +293,6 @@ def _run_expectations(frames: dict[str, pd.DataFrame], specs: list[ExpectationSp
         run = checkpoint.run(batch_parameters={"dataframe": frame})
         results += [vr.to_json_dict() for vr in run.run_results.values()]
     site_url = context.get_docs_sites_urls()[0]["site_url"]
-    return GxRun(results, os.path.dirname(unquote(urlparse(site_url).path)), gx.__version__)
+    docs_dir = os.path.dirname(unquote(urlparse(site_url).path))
+    make_offline(docs_dir)  # its CSS and JavaScript from files inside the site: it renders with no network
+    return GxRun(results, docs_dir, gx.__version__)

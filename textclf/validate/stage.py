@@ -1,6 +1,6 @@
 """Validation: Great Expectations suites over a dataset partition; results and Data Docs into the lake.
 
-The partition is streamed once into a compact *stats* frame (``doc_id``, ``text_chars``,
+The date (one snapshot of the dataset table) is streamed once into a compact *stats* frame (``doc_id``, ``text_chars``,
 ``text_words`` and, for labeled data, ``label``; the text itself is not kept), which the
 suites of ``expectation_specs`` check. Everything a reader needs is written as one
 partition, ``validation/{kind}/ingest_date=D/`` (see docs/validation.md):
@@ -28,6 +28,7 @@ from textclf.config import ValidationConfig
 from textclf.errors import ValidationFailedError
 from textclf.lake import Lake
 from textclf.lake.layout import data_docs_key, dataset_key, validation_key
+from textclf.lake.tables import Snapshot, Table, dataset_table
 from textclf.progress import NoProgress, Progress
 from textclf.validate.accounting import accounting_entry
 from textclf.validate.expectations import (
@@ -57,12 +58,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def read_stats(lake: Lake, key: str, kind: str, progress: Progress) -> tuple[pd.DataFrame, dict[str, pa.Schema]]:
-    """Stream a committed dataset partition into the stats frame; also return each file's schema."""
+def read_stats(table: Table, date: str, kind: str, progress: Progress,
+               snapshot: Snapshot | None = None) -> tuple[pd.DataFrame, dict[str, pa.Schema]]:
+    """Stream one date of a dataset table into the stats frame; also return each file's schema."""
     import pandas as pd
     import pyarrow as pa
 
-    files = lake.partition_files(key)
+    lake, key = table.lake, table.date_key(date)
+    files = table.file_keys(date, snapshot)
     schemas, total = {}, 0
     for file_key in files:
         meta = lake.parquet_file(file_key).metadata
@@ -71,7 +74,7 @@ def read_stats(lake: Lake, key: str, kind: str, progress: Progress) -> tuple[pd.
     readable = [c for c in source_columns(kind) if schemas and all(c in s.names for s in schemas.values())]
     progress.start(total, f"validate {kind}", unit="rows")
     parts, done = [], 0
-    for batch in lake.iter_batches(key, columns=readable):
+    for batch in table.iter_batches(date, columns=readable, snapshot=snapshot):
         parts.append(text_stats(batch, kind))
         done += batch.num_rows
         progress.update(done)
@@ -79,8 +82,8 @@ def read_stats(lake: Lake, key: str, kind: str, progress: Progress) -> tuple[pd.
     if not readable:  # nothing to read: keep the row count, the column-set expectation reports the rest
         return pd.DataFrame(index=pd.RangeIndex(total)), schemas
     present = [c for c in stats_columns(kind) if SOURCE_COLUMN[c] in readable]
-    table = pa.concat_tables(parts) if parts else empty_stats(kind).select(present)
-    return table.to_pandas(), schemas
+    stats = pa.concat_tables(parts) if parts else empty_stats(kind).select(present)
+    return stats.to_pandas(), schemas
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,14 @@ class ValidationResult:
 
 
 def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = None) -> ValidationResult:
-    """Validate a dataset partition, write results, profile and Data Docs to the lake; raise on critical."""
+    """Validate one date of a dataset table, write results, profile and Data Docs to the lake; raise on critical."""
     kind, date = config.kind, config.date
     source_key, out_key = dataset_key(kind, date), validation_key(kind, date)
-    manifest = lake.require_manifest(source_key)
-    stats, schemas = read_stats(lake, source_key, kind, progress or NoProgress())
+    table = dataset_table(lake, kind)
+    snapshot = table.snapshot()
+    manifest = table.require_summary(date, snapshot)
+    assert snapshot is not None
+    stats, schemas = read_stats(table, date, kind, progress or NoProgress(), snapshot)
     specs = expectation_specs(kind, config)
     frames = {STATS_FRAME: stats}
     if kind == "labeled":
@@ -116,7 +122,8 @@ def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = N
     prof = profile(stats, kind)
     with tempfile.TemporaryDirectory(prefix="textclf-gx-") as project_dir:
         gx_run = run_expectations(frames, specs, project_dir)
-        entries = ([accounting_entry(lake, kind, date, manifest, prof["rows"])] + check_schema(schemas, kind)
+        entries = ([accounting_entry(lake, kind, date, manifest, prof["rows"], snapshot.rows(date))]
+                   + check_schema(schemas, kind)
                    + entries_from_results(gx_run.results))
         failures = problems(entries, "critical", list(stats.columns))
         warnings = problems(entries, "warning", list(stats.columns))
@@ -124,6 +131,7 @@ def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = N
         gx_files = [f"gx_results/{r['suite_name']}.json" for r in gx_run.results]
         results = {
             "kind": kind, "ingest_date": date, "dataset": lake.uri_of(source_key),
+            "dataset_table": table.lake.uri_of(table.key), "dataset_version": snapshot.version,
             "dataset_rows": manifest.get("rows", prof["rows"]), "validated_at": utc_now_iso(),
             "success": success, "failures": failures, "warnings": warnings,
             "links": {"profile": "profile.json", "profile_html": "profile.html",
@@ -140,8 +148,8 @@ def validate(lake: Lake, config: ValidationConfig, progress: Progress | None = N
                 writer.add_bytes(name, json_bytes(result))
             writer.add_local_dir("data_docs", gx_run.docs_dir)
             writer.commit({"kind": kind, "ingest_date": date, "dataset": lake.uri_of(source_key),
-                           "dataset_rows": prof["rows"], "success": success, "critical_failures": len(failures),
-                           "warnings": len(warnings)})
+                           "dataset_version": snapshot.version, "dataset_rows": prof["rows"], "success": success,
+                           "critical_failures": len(failures), "warnings": len(warnings)})
     validated = ValidationResult(kind, date, success, failures, warnings, lake.uri_of(f"{out_key}/results.json"),
                               lake.uri_of(data_docs_key(kind, date)), prof)
     for warning in warnings:
