@@ -664,20 +664,21 @@ class Lake:
         """Check every file of a committed partition against its manifest's sha256."""
         manifest = self.require_manifest(key)
         for entry in manifest["files"]:
-            file_key = f"{safe_key(key)}/{entry['path']}"
-            sha = hashlib.sha256()
-            try:
-                with self.open_input(file_key) as src:
-                    while chunk := src.read(8 << 20):
-                        sha.update(chunk)
-            except OSError as exc:
-                raise wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
-            if sha.hexdigest() != entry["sha256"]:
-                raise ChecksumMismatchError(
-                    f"{self.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match the manifest's "
-                    f"{entry['sha256']}; the file was changed after it was written"
-                )
+            self.verify_file(f"{safe_key(key)}/{entry['path']}", entry["sha256"], "the manifest's")
         return manifest
+
+    def verify_file(self, file_key: str, sha256: str, listed_by: str) -> None:
+        """Stream one file and compare its sha256 with the one ``listed_by`` (a manifest, a summary) records."""
+        sha = hashlib.sha256()
+        try:
+            with self.open_input(file_key) as src:
+                while chunk := src.read(8 << 20):
+                    sha.update(chunk)
+        except OSError as exc:
+            raise wrap_os_error(f"cannot read {self.uri_of(file_key)}", exc) from exc
+        if sha.hexdigest() != sha256:
+            raise ChecksumMismatchError(f"{self.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match "
+                                        f"{listed_by} {sha256}; the file was changed after it was written")
 
 
 def open_source(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:

@@ -267,25 +267,12 @@ class Table:
 
     def verify(self, date: str) -> dict[str, Any]:
         """Check a date's files against the sha256 sums of its summary; the summary, or ChecksumMismatchError."""
-        import hashlib
-
         from textclf.errors import ChecksumMismatchError
 
         snap = self.snapshot()
         summary = self.require_summary(date, snap)
         for entry in summary["files"]:
-            file_key = self.file_key(entry["path"])
-            sha = hashlib.sha256()
-            try:
-                with self.lake.open_input(file_key) as src:
-                    while chunk := src.read(8 << 20):
-                        sha.update(chunk)
-            except OSError as exc:
-                raise wrap_os_error(f"cannot read {self.lake.uri_of(file_key)}", exc) from exc
-            if sha.hexdigest() != entry["sha256"]:
-                raise ChecksumMismatchError(
-                    f"{self.lake.uri_of(file_key)}: sha256 {sha.hexdigest()} does not match the summary's "
-                    f"{entry['sha256']}; the file was changed after it was written")
+            self.lake.verify_file(self.file_key(entry["path"]), entry["sha256"], "the summary's")
         assert snap is not None
         if snap.rows(date) != summary["rows"]:
             raise ChecksumMismatchError(f"{self.lake.uri_of(self.date_key(date))}: the Delta log counts "
