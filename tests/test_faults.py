@@ -750,7 +750,14 @@ def test_concurrent_delta_writers_lose_no_commit(where: str, tmp_path: Path, pro
     assert len(done) == 48 and len({v for _, _, v in done}) == 48  # 48 commits, 48 distinct versions
     for date, run, version in done:
         assert history[version] == run, (date, run, version)  # each is the version it was told, none lost
-    assert dt.version() == 48  # the table's creation, then exactly the 48 commits
+    # Besides the 48 commits: the table's creation (version 0). Writers creating the table at the same instant
+    # can leave a second creation entry (delta-rs's create in "ignore" mode, measured once on SeaweedFS): a
+    # metadata-only version with no textclf run. Anything else would be a commit nobody was told about.
+    operations = {e["version"]: e.get("operation") for e in dt.history()}
+    others = sorted(set(range(dt.version() + 1)) - {v for _, _, v in done})
+    assert others and others[0] == 0, others
+    assert all(history.get(v) is None and str(operations.get(v)).startswith("CREATE") for v in others), \
+        {v: operations.get(v) for v in others}
     snapshot = table.snapshot()
     assert snapshot is not None
     for date in dates:
