@@ -56,7 +56,7 @@ test-docker-gpu: $(STAMP)
 
 # The dags tier (dag.test() runs of whole DAGs, about a minute more) runs in make test, or: pytest -m dags
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration and not slow and not dags"
+	$(BIN)/pytest -n 2 --dist worksteal -m "not integration and not slow and not dags"
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
