@@ -108,6 +108,13 @@ def test_an_over_long_unlabeled_text_is_cut_and_counted_not_dropped(tmp_path: Pa
     strict = ingest(Lake(str(tmp_path / "strict")), unlabeled(max_text_chars=50, truncate_unlabeled=False,
                                                               sources=(str(src),))).manifest
     assert (strict["rows"], strict["quarantine_reasons"], strict["truncated_rows"]) == (1, {"text_too_long": 1}, 0)
+    # a long document received twice is one document kept, cut once, and counted once
+    twice = tmp_path / "twice.csv"
+    twice.write_text(src.read_text(encoding="utf-8") + "long," + "word " * 30 + "\n", encoding="utf-8")
+    again = ingest(Lake(str(tmp_path / "twice")), unlabeled(max_text_chars=50, sources=(str(twice),))).manifest
+    assert_counts_add_up(again)
+    assert (again["rows"], again["duplicates_removed"], again["truncated_rows"], again["truncated_doc_ids"]) == (
+        2, 1, 1, ["long"])
 
 
 def write_formats(tmp_path: Path, rows: list[dict]) -> dict[str, Path]:

@@ -301,6 +301,8 @@ def ingest(lake: Lake, config: IngestConfig, progress: Progress | None = None) -
                   "input_rows": total_input, "quarantined_rows": quarantined, "duplicates_removed": duplicates_removed,
                   "quarantine_reasons": dict(sorted(rejects.reasons.items()))}
         if not labeled:  # kept and scored, cut to the limit: which ones (the first TRUNCATED_IDS_SHOWN)
+            # Once per document: the copies of a document received twice were cut alike, and one copy is kept.
+            truncated_ids = list(dict.fromkeys(truncated_ids))
             common.update(truncated_rows=len(truncated_ids), truncated_doc_ids=truncated_ids[:TRUNCATED_IDS_SHOWN])
             if truncated_ids:
                 log.warning("%d unlabeled text(s) longer than %d characters were cut to the limit and kept, "
