@@ -508,17 +508,7 @@ class Lake:
             finally:
                 os.close(fd)
             return body
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client, bucket, object_key = self._s3_object(key)
-        try:
-            return client.put_object(Bucket=bucket, Key=object_key, Body=body, IfNoneMatch="*")["ETag"]
-        except ClientError as exc:
-            if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                return None
-            raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
-        except BotoCoreError as exc:
-            raise wrap_os_error(f"cannot create the lock {self.uri_of(key)}", exc) from exc
+        return self.write_if(key, body, None)  # S3: one PUT with If-None-Match: *
 
     def _lock_read(self, key: str) -> tuple[dict[str, Any], Any] | None:
         """The holder of a lock and its tag, or None when there is no lock."""
