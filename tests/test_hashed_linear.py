@@ -124,6 +124,7 @@ def test_validation_winner_is_the_registered_model(demo_lake: Lake, default_vers
     layer = load_model(demo_lake, default_version).model.get_layer("hashed_linear")
     assert (layer.tokenizer, f"1-{layer.ngram_max}", layer.subwords) == (params["tokenizer"], params["ngrams"],
                                                                          params["subwords"])
+    assert layer.table_dtype == "float32"  # a small model keeps its solver's weights exact
     # The recorded evidence is the registered model's: its validation accuracy, recomputed from the file.
     splits = make_splits(load_labeled(demo_lake), TrainConfig())
     probs = predict_texts(load_model(demo_lake, default_version).model, splits.validation.texts)

@@ -65,3 +65,18 @@ def test_default_budget_scales_with_the_training_split() -> None:
     assert auto_budget_s(22_499) == pytest.approx(449.98) and auto_budget_s(10**6) == 540.0
     assert SelectionSettings().resolved(10_000).budget_s == 200.0
     assert SelectionSettings(budget_s=30.0).resolved(10_000).budget_s == 30.0
+
+
+def test_small_models_keep_float32_tables_and_large_ones_float16() -> None:
+    from textclf.model.selection import FLOAT32_TABLES_MAX_MB, Vocab, model_bytes, table_dtype
+
+    k = 20
+    limit = FLOAT32_TABLES_MAX_MB * 2**20 // (4 * k)  # word rows whose float32 table is exactly the limit
+
+    def vocab(rows: int) -> Vocab:
+        return Vocab(FeatureSpec(), 1000, np.zeros(rows, np.int64), np.ones(rows, np.float32))
+
+    assert table_dtype(vocab(limit), k) == "float32" and table_dtype(vocab(limit + 1), k) == "float16"
+    # The size the max_model_mb check reads follows the dtype: float16 rows take half the table bytes.
+    assert model_bytes(vocab(limit), k) == limit * (12 + 4 * k)
+    assert model_bytes(vocab(limit + 1), k) == (limit + 1) * (12 + 2 * k)

@@ -42,6 +42,10 @@ SUB_MIN, SUB_MAX = 3, 5
 UNITS_PER_SECOND = 5e6
 # One fit's speed on one thread of that worker (the prototype's measured ~4.4e6): the safety net's estimate.
 UNITS_PER_THREAD_SECOND = 4e6
+# Weight tables up to this size (in float32) are stored and applied in float32, larger ones in float16
+# (table_dtype). Large models (the long-mail stand-in's tables: 50 MB in float32) stay float16, so the
+# scoring memory of the models that dominate it does not grow.
+FLOAT32_TABLES_MAX_MB = 32
 VOCAB_WORDS = 100_000  # training words kept for the scoring report's out-of-vocabulary share
 # Without an explicit budget: 20 s per 1,000 training documents, within these bounds.
 AUTO_BUDGET_PER_DOC_S, AUTO_BUDGET_MIN_S, AUTO_BUDGET_MAX_S = 0.02, 150.0, 540.0
@@ -482,12 +486,28 @@ def default_candidates() -> list[Candidate]:
     return [Candidate(spec, loss, c) for loss, c in grid for spec in specs]
 
 
-def model_bytes(vocab: Vocab, k: int) -> int:
-    """Weight bytes of a model on this vocabulary: int64 keys + float32 idf + float16 tables."""
-    n = len(vocab.word_keys) * (12 + 2 * k)
+def table_rows(vocab: Vocab) -> int:
+    """Rows of the model's weight tables (word n-grams, plus tokens and subwords with subwords on)."""
+    n = len(vocab.word_keys)
     if vocab.spec.subwords and vocab.tok_keys is not None and vocab.sub_keys is not None:
-        n += len(vocab.tok_keys) * (12 + 2 * k) + len(vocab.sub_keys) * (12 + 2 * k)
+        n += len(vocab.tok_keys) + len(vocab.sub_keys)
     return n
+
+
+def table_dtype(vocab: Vocab, k: int) -> str:
+    """float32 weight tables up to FLOAT32_TABLES_MAX_MB, float16 above (half the file and resident size).
+
+    float16 tables (and their float16 sparse products) move logits by ~1e-3: enough to flip a document whose two
+    best classes are that close, so a small model could lose a document to the reference it was chosen to
+    match (measured: mail22_imb20, the reference's own configuration, 54.30% vs 54.35% in float16, equal in
+    float32). A small model stays exact; a large one keeps its memory bound."""
+    return "float32" if table_rows(vocab) * k * 4 <= FLOAT32_TABLES_MAX_MB * 2**20 else "float16"
+
+
+def model_bytes(vocab: Vocab, k: int) -> int:
+    """Weight bytes of a model on this vocabulary: int64 keys + float32 idf + float32 or float16 tables."""
+    width = 4 if table_dtype(vocab, k) == "float32" else 2
+    return table_rows(vocab) * (12 + width * k)
 
 
 def fit_cost(cand: Candidate, nnz: int, k: int, n_folds: int) -> float:
@@ -709,30 +729,33 @@ def vocabulary_words(texts: Iterable[Any], min_df: int = 2, max_words: int = VOC
 
 def to_keras(vocab: Vocab, w: np.ndarray, b: np.ndarray, temperature: float, k: int,
              words: bytes = b"") -> keras.Model:
-    """The end-to-end Keras model holding a solution (weights scaled by 1 / temperature, float16 tables)."""
+    """The end-to-end Keras model holding a solution (weights scaled by 1 / temperature, tables in table_dtype)."""
     import numpy as np
 
     from textclf.model.hashed import build_model
 
     n_word = len(vocab.word_keys)
     scale = 1.0 / temperature
+    dtype = table_dtype(vocab, k)
+    table = np.float32 if dtype == "float32" else np.float16
     sol: dict[str, np.ndarray] = {"word_keys": vocab.word_keys, "word_idf": vocab.word_idf,
                                   "bias": (b * scale).astype(np.float32)}
     config: dict[str, Any] = {"num_classes": k, "n_word": n_word, "tokenizer": vocab.spec.tokenizer,
-                              "ngram_max": vocab.spec.ngram_max, "subwords": vocab.spec.subwords}
+                              "ngram_max": vocab.spec.ngram_max, "subwords": vocab.spec.subwords,
+                              "table_dtype": dtype}
     if vocab.spec.subwords:
         assert vocab.tok_keys is not None and vocab.sub_keys is not None and vocab.phi_cache is not None
         assert vocab.tok_idf is not None and vocab.sub_idf is not None
         f = 1.0 / math.sqrt(2.0)
-        sol["word_w"] = (w[:n_word] * f * scale).astype(np.float16)
+        sol["word_w"] = (w[:n_word] * f * scale).astype(table)
         w_sub = w[n_word:] * f * scale
         sol.update({"tok_keys": vocab.tok_keys, "tok_idf": vocab.tok_idf, "sub_keys": vocab.sub_keys,
-                    "sub_idf": vocab.sub_idf, "sub_w": w_sub.astype(np.float16),
-                    "tok_v": np.asarray(vocab.phi_cache @ w_sub, dtype=np.float16)})
+                    "sub_idf": vocab.sub_idf, "sub_w": w_sub.astype(table),
+                    "tok_v": np.asarray(vocab.phi_cache @ w_sub, dtype=table)})
         config.update({"n_tok": len(vocab.tok_keys), "n_sub": len(vocab.sub_keys), "sub_min": SUB_MIN,
                        "sub_max": SUB_MAX, "idf_unseen": vocab.idf_unseen})
     else:
-        sol["word_w"] = (w * scale).astype(np.float16)
+        sol["word_w"] = (w * scale).astype(table)
     if words:
         config["n_vocab_bytes"] = len(words)
         sol["vocab_bytes"] = np.frombuffer(words, dtype=np.uint8)
