@@ -175,3 +175,19 @@ def test_hashing_is_stable_across_processes() -> None:
                          check=True, env={**os.environ, **env_seed}, timeout=300)
     there = json.loads(out.stdout.strip().splitlines()[-1])
     assert there == here and len(here[0]) > 10 and len(here[1]) > 10
+
+
+def test_training_again_in_one_process_logs_no_retracing_warning(corpus: object,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A worker trains many times: each run's extractors are new tf.functions of the same code, which TF's
+    frequent-tracing detector reports as retracing. Each is traced once; the log must not say otherwise."""
+    import logging
+
+    splits = corpus
+    args = (splits.train.texts, splits.train.labels, splits.validation.texts, splits.validation.labels,
+            splits.classes, SelectionSettings(cv_below=0))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for _ in range(3):
+            select(*args, candidates=SMALL_SET)
+    assert not [r.getMessage()[:80] for r in caplog.records if "retracing" in r.getMessage()]
+    assert logging.getLogger("tensorflow").filters == []  # the filter that drops it was scoped to each call

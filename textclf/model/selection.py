@@ -18,11 +18,12 @@ No Keras fit loop: the weights are the solver's; the Keras layer holds and appli
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,26 @@ class Vocab:
     phi_cache: sp.csr_matrix | None = None  # cached tokens x subwords
 
 
+class _RetracingWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_retracing_warning() -> Iterator[None]:
+    """Within the block, drop TensorFlow's "calls ... triggered tf.function retracing" warning.
+
+    Each (tokenizer, n-gram order) has its own extractor, traced once for its fixed input signature; TF's
+    frequent-tracing detector keys on their shared code object and warns, in every training log, as if one
+    function retraced. Scoped to the call: the filter is removed afterwards."""
+    logger, drop = logging.getLogger("tensorflow"), _RetracingWarning()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 class Featurizer:
     """The layer's TF feature functions, compiled once per (tokenizer, n-gram order), plus a subword memo.
 
@@ -142,7 +163,8 @@ class Featurizer:
         strings: dict[int, bytes] = {}
         for start in range(0, len(texts), BATCH):
             batch = np.asarray(texts[start:start + BATCH], dtype=object).astype(str)
-            k, kr, h, r, uh, ut = fn(tf.constant(batch))
+            with _no_retracing_warning():
+                k, kr, h, r, uh, ut = fn(tf.constant(batch))
             keys.append(k.numpy())
             docs.append(kr.numpy() + start)
             if spec.subwords:
