@@ -121,13 +121,14 @@ def test_validation_winner_is_the_registered_model(demo_lake: Lake, default_vers
     assert training["model_bytes"] > 0
     # The registered file is the winner: its layer config matches the chosen candidate's features.
     params = selected[0]["params"]
-    layer = load_model(demo_lake, default_version).model.get_layer("hashed_linear")
+    model = load_model(demo_lake, default_version).model
+    layer = model.get_layer("hashed_linear")
     assert (layer.tokenizer, f"1-{layer.ngram_max}", layer.subwords) == (params["tokenizer"], params["ngrams"],
                                                                          params["subwords"])
     assert layer.table_dtype == "float32"  # a small model keeps its solver's weights exact
     # The recorded evidence is the registered model's: its validation accuracy, recomputed from the file.
     splits = make_splits(load_labeled(demo_lake), TrainConfig())
-    probs = predict_texts(load_model(demo_lake, default_version).model, splits.validation.texts)
+    probs = predict_texts(model, splits.validation.texts)
     accuracy = float((np.array(splits.classes)[probs.argmax(axis=1)] == splits.validation.labels).mean())
     assert accuracy == pytest.approx(selected[0]["validation_accuracy"], abs=1.5 / len(splits.validation.labels))
 

@@ -161,17 +161,17 @@ class Featurizer:
         fn = self._extractor(spec.tokenizer, spec.ngram_max)
         docs, keys, tdocs, thash = [], [], [], []
         strings: dict[int, bytes] = {}
-        for start in range(0, len(texts), BATCH):
-            batch = np.asarray(texts[start:start + BATCH], dtype=object).astype(str)
-            with _no_retracing_warning():
+        with _no_retracing_warning():
+            for start in range(0, len(texts), BATCH):
+                batch = np.asarray(texts[start:start + BATCH], dtype=object).astype(str)
                 k, kr, h, r, uh, ut = fn(tf.constant(batch))
-            keys.append(k.numpy())
-            docs.append(kr.numpy() + start)
-            if spec.subwords:
-                thash.append(h.numpy())
-                tdocs.append(r.numpy() + start)
-                for hh, s in zip(uh.numpy().tolist(), ut.numpy().tolist(), strict=True):
-                    strings.setdefault(hh, s)
+                keys.append(k.numpy())
+                docs.append(kr.numpy() + start)
+                if spec.subwords:
+                    thash.append(h.numpy())
+                    tdocs.append(r.numpy() + start)
+                    for hh, s in zip(uh.numpy().tolist(), ut.numpy().tolist(), strict=True):
+                        strings.setdefault(hh, s)
 
         def cat(xs: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(xs) if xs else np.zeros(0, np.int64)
@@ -759,7 +759,7 @@ def to_keras(vocab: Vocab, w: np.ndarray, b: np.ndarray, temperature: float, k: 
     n_word = len(vocab.word_keys)
     scale = 1.0 / temperature
     dtype = table_dtype(vocab, k)
-    table = np.float32 if dtype == "float32" else np.float16
+    table = np.dtype(dtype)
     sol: dict[str, np.ndarray] = {"word_keys": vocab.word_keys, "word_idf": vocab.word_idf,
                                   "bias": (b * scale).astype(np.float32)}
     config: dict[str, Any] = {"num_classes": k, "n_word": n_word, "tokenizer": vocab.spec.tokenizer,
