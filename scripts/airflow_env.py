@@ -20,6 +20,11 @@ def project_env(home: str | Path, dags_folder: str | Path | None = None) -> dict
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # SQLite (Airflow's default DB here; the Docker deployment and the cluster tests override it with
+        # PostgreSQL) has one writer at a time. Its default 5 s busy timeout is shorter than one trigger of a
+        # run on a busy 2-core machine, so the UI's "unpause on trigger", sent alongside, failed with
+        # "database is locked" and left the new run queued behind a paused DAG. Writers wait up to 60 s instead.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{Path(home) / 'airflow.db'}?timeout=60",
         # Task processes: GX 1.24 ignores this (analytics are off in the context's config); older 1.x read it at import.
         "GX_ANALYTICS_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter

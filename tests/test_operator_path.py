@@ -113,6 +113,7 @@ class Served:
         """Poll a run until ``until(tasks, run_state)``; fail when a task is stuck queued/scheduled or the run fails."""
         assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {self.log.read_text()[-3000:]}"
         waiting: dict[tuple[str, str], float] = {}
+        queued_since: float | None = None
         deadline = time.monotonic() + timeout
         while True:
             run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
@@ -126,11 +127,22 @@ class Served:
                     assert now - since < STUCK_SECONDS, (
                         f"{dag_id}.{task} stayed {state} for {now - since:.0f} s: {tasks}\n"
                         f"scheduler log:\n{self.tail('scheduler')}")
+            # A run the scheduler never starts (its DAG paused, max_active_runs reached) fails now, not at the end.
+            queued_since = (queued_since or now) if run["state"] == "queued" else None
+            if queued_since is not None and now - queued_since >= STUCK_SECONDS:
+                self._fail(dag_id, f"run stayed queued for {now - queued_since:.0f} s", run, tasks)
             if until(tasks, run["state"]):
                 return tasks
             assert run["state"] != "failed", f"{dag_id} run failed: {tasks}\n{self.tail('scheduler', 30)}"
-            assert now < deadline, f"{dag_id} run not done in {timeout:.0f} s: {tasks}"
+            if now >= deadline:
+                self._fail(dag_id, f"run not done in {timeout:.0f} s", run, tasks)
             time.sleep(2)
+
+    def _fail(self, dag_id: str, what: str, run: dict[str, Any], tasks: dict[str, str]) -> None:
+        paused = self.api("GET", f"/api/v2/dags/{dag_id}")["is_paused"]
+        raise AssertionError(f"{dag_id} {what}: run {run['state']}, DAG paused: {paused}, tasks {tasks}\n"
+                             f"api-server log:\n{self.tail('api-server', 40)}\n"
+                             f"scheduler log:\n{self.tail('scheduler', 40)}")
 
 
 @pytest.fixture(scope="module")
